@@ -1,0 +1,43 @@
+"""Checks for lcfin: `nox` runs lint, typecheck and tests (the README's test command)."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+#: The CPU build of torch: on the project's machines `pip install torch==2.13.0` finds it on
+#: disk; elsewhere set LCFIN_TORCH_INSTALL (e.g. "torch --index-url .../whl/cpu").
+TORCH = os.environ.get("LCFIN_TORCH_INSTALL", "torch==2.13.0").split()
+
+
+def install_project(session: nox.Session, extras: str = "dev") -> None:
+    """CPU torch first (a bare `torch` would pull a multi-GB CUDA build), then lcfin."""
+    session.install(*TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (unit and integration; GPU tests skip without a GPU)."""
+    install_project(session)
+    session.run("pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff format --check and ruff check."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/ and this file."""
+    install_project(session)
+    session.run("mypy", "src", "noxfile.py")

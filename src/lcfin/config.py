@@ -1,0 +1,135 @@
+"""Settings: every environment variable and `.env` key lcfin reads, in one place.
+
+Seed names keep their names (`HF_TOKEN_LC`, `HF_TOKEN`, `MODEL_NAME`, `DEPLOYMENT_ENV`,
+`USE_VLLM`, `HF_HOME`); everything new is `LCFIN_*`. Precedence: init kwargs (CLI flags) >
+environment > `.env` > defaults. Obtain the process-wide object with `get_settings()`, never
+at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEPLOYMENT_ENV_PROFILES", "Settings", "get_settings"]
+
+#: The seed's `DEPLOYMENT_ENV` values and the profile each one selects.
+DEPLOYMENT_ENV_PROFILES = {"huggingface": "hf-l40", "scaleway": "scw-l40s", "koyeb": "scw-l40s"}
+
+LINGUACUSTODIA_ORG = "LinguaCustodia/"
+
+
+def _alias(seed: str, field: str) -> AliasChoices:
+    return AliasChoices(field, f"LCFIN_{seed}", seed)
+
+
+def default_hf_home() -> Path:
+    """`/data/.huggingface` when `/data` is writable (persistent Space storage), else ~/.cache."""
+    data = Path("/data")
+    if data.is_dir() and os.access(data, os.W_OK):
+        return data / ".huggingface"
+    return Path.home() / ".cache" / "huggingface"
+
+
+class Settings(BaseSettings):
+    """lcfin configuration from init kwargs, the environment and `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LCFIN_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
+    )
+
+    hf_token_lc: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("HF_TOKEN_LC", "hf_token_lc"),
+        description="Hub token for LinguaCustodia/* repositories (seed name HF_TOKEN_LC).",
+    )
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("HF_TOKEN", "hf_token"),
+        description="Hub token for every other repository (seed name HF_TOKEN).",
+    )
+    default_model: str | None = Field(
+        None,
+        validation_alias=_alias("MODEL_NAME", "default_model"),
+        description="Model loaded when none is named: alias, repo id or path (seed MODEL_NAME).",
+    )
+    deployment_env: str = Field(
+        "auto",
+        validation_alias=_alias("DEPLOYMENT_ENV", "deployment_env"),
+        description=(
+            "Hardware profile: 'huggingface' (hf-l40), 'scaleway' (scw-l40s), a profile name, "
+            "or 'auto' to detect (seed DEPLOYMENT_ENV)."
+        ),
+    )
+    use_vllm: bool | None = Field(
+        None,
+        validation_alias=_alias("USE_VLLM", "use_vllm"),
+        description="Force (true) or forbid (false) the vLLM backend; unset lets 'auto' decide.",
+    )
+    hf_home: Path = Field(
+        default_factory=default_hf_home,
+        validation_alias=_alias("HF_HOME", "hf_home"),
+        description="Model cache root; /data/.huggingface when /data is writable (seed HF_HOME).",
+    )
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="Inference backend: auto (vLLM on a CUDA GPU), transformers or vllm."
+    )
+    catalog: Path | None = Field(
+        None, description="A user TOML file whose [models.*] and [profiles.*] extend the catalog."
+    )
+    device: str = Field(
+        "auto", description="Transformers backend device: auto, cpu, cuda or cuda:N."
+    )
+    offline: bool = Field(
+        False, description="Never contact the hub; load only what is already in the cache."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model repositories to run their own Python code (off by default)."
+    )
+    log_level: str = Field("INFO", description="Log level of the lcfin loggers.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.use_vllm is True and self.profile_name == "cpu":
+            raise ValueError("USE_VLLM=true contradicts the 'cpu' profile; unset one of them")
+        if self.use_vllm is True and self.backend == "transformers":
+            raise ValueError("USE_VLLM=true contradicts LCFIN_BACKEND=transformers")
+        return self
+
+    @property
+    def profile_name(self) -> str:
+        """The profile `deployment_env` selects ('auto' means: detect the hardware)."""
+        env = self.deployment_env.strip().lower()
+        return DEPLOYMENT_ENV_PROFILES.get(env, env)
+
+    @property
+    def hub_cache(self) -> Path:
+        """The huggingface_hub cache directory under `hf_home`."""
+        return self.hf_home / "hub"
+
+    def token_for(self, repo_id: str) -> str | bool:
+        """The token to send for `repo_id`: HF_TOKEN_LC for LinguaCustodia, else HF_TOKEN.
+
+        Returns False (send no token, ignore stored logins) when the relevant one is unset.
+        """
+        secret = self.hf_token_lc if repo_id.startswith(LINGUACUSTODIA_ORG) else self.hf_token
+        return secret.get_secret_value() if secret is not None else False
+
+    def token_name_for(self, repo_id: str) -> str:
+        """The environment variable that holds the token for `repo_id` (for error messages)."""
+        return "HF_TOKEN_LC" if repo_id.startswith(LINGUACUSTODIA_ORG) else "HF_TOKEN"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (`get_settings.cache_clear()` in tests)."""
+    return Settings()

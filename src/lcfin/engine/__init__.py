@@ -1,0 +1,1 @@
+"""The engine: model specs, hardware profiles, the memory planner, backends and FinancialLLM."""

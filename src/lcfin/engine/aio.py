@@ -1,0 +1,62 @@
+"""A private event loop in a daemon thread, so the sync API works inside a running loop.
+
+Jupyter already runs an event loop in the main thread, where `asyncio.run` fails. The sync
+methods of FinancialLLM therefore run their coroutines on this loop instead and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """Runs coroutines and async iterators to completion from synchronous code."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="lcfin-loop", daemon=True)
+                thread.start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the private loop and return its result (exceptions propagate)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure()).result()
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Iterate an async iterator from sync code; closing early closes it (aborts)."""
+        loop = self._ensure()
+        try:
+            while True:
+                try:
+                    yield asyncio.run_coroutine_threadsafe(_next(agen), loop).result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+
+    def close(self) -> None:
+        """Stop the loop thread."""
+        with self._lock:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+
+async def _next(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()

@@ -1,0 +1,144 @@
+"""Chat formatting (the tokenizer's template, or the plain fallback) and context fitting.
+
+The plain template, used for base models without a chat template (Fin-Pythia) and for models
+whose catalog entry says `chat_format = "plain"`::
+
+    <system prompt>            (only when there is a system message)
+
+    User: <message>
+    Assistant: <message>
+    ...
+    Assistant:
+
+Generation then stops at the next "\\nUser:" so a base model does not write both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lcfin.engine.types import Message
+from lcfin.errors import ContextLengthExceeded, InvalidParameter
+
+if TYPE_CHECKING:
+    from lcfin.engine.backend import Tokenizer
+
+__all__ = ["PLAIN_STOP", "RenderedPrompt", "fit_messages", "normalize_messages", "render_chat"]
+
+ROLES = ("system", "user", "assistant")
+PLAIN_STOP = "\nUser:"
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt ready for the backend: its text, token ids, and stops the format needs."""
+
+    text: str
+    token_ids: list[int]
+    extra_stops: tuple[str, ...] = ()
+    dropped_messages: int = 0
+
+
+def _content_text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise InvalidParameter(
+                    f"messages[{index}].content: only text parts are supported",
+                    param=f"messages[{index}].content",
+                )
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise InvalidParameter(
+        f"messages[{index}].content must be a string or a list of text parts",
+        param=f"messages[{index}].content",
+    )
+
+
+def normalize_messages(messages: str | Sequence[Message]) -> list[dict[str, str]]:
+    """Validate chat messages into `{"role", "content"}` dicts (a str is one user message)."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if not messages:
+        raise InvalidParameter("messages must contain at least one message", param="messages")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or "role" not in msg:
+            raise InvalidParameter(f"messages[{i}] must be an object with a role", param="messages")
+        role = msg["role"]
+        if role not in ROLES:
+            raise InvalidParameter(
+                f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}",
+                param=f"messages[{i}].role",
+            )
+        out.append({"role": str(role), "content": _content_text(msg.get("content"), i)})
+    return out
+
+
+def _plain(messages: list[dict[str, str]]) -> str:
+    lines: list[str] = []
+    for msg in messages:
+        if msg["role"] == "system":
+            lines.append(msg["content"] + "\n")
+        else:
+            lines.append(f"{'User' if msg['role'] == 'user' else 'Assistant'}: {msg['content']}")
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def render_chat(
+    tokenizer: Tokenizer, messages: list[dict[str, str]], *, plain: bool = False
+) -> RenderedPrompt:
+    """Render messages with the tokenizer's chat template, or the plain fallback."""
+    if plain or not getattr(tokenizer, "chat_template", None):
+        text = _plain(messages)
+        return RenderedPrompt(text, tokenizer.encode(text), (PLAIN_STOP,))
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja TemplateError, raised by the template's own checks
+        raise InvalidParameter(
+            f"The model's chat template rejected the messages: {exc}", param="messages"
+        ) from None
+    # The template already wrote the BOS token, if any; don't add it twice.
+    return RenderedPrompt(str(text), tokenizer.encode(str(text), add_special_tokens=False))
+
+
+def fit_messages(
+    messages: list[dict[str, str]],
+    render: Callable[[list[dict[str, str]]], RenderedPrompt],
+    *,
+    max_model_len: int,
+    max_tokens: int | None,
+    truncate: bool,
+) -> RenderedPrompt:
+    """Render, dropping the oldest non-system turns until prompt + max_tokens fit.
+
+    The last message is never dropped. Without `truncate`, or when even the shortest
+    conversation does not fit, raise ContextLengthExceeded.
+    """
+    needed = max_tokens or 1
+    current = list(messages)
+    dropped = 0
+    while True:
+        prompt = render(current)
+        if len(prompt.token_ids) + needed <= max_model_len:
+            return RenderedPrompt(prompt.text, prompt.token_ids, prompt.extra_stops, dropped)
+        droppable = [i for i, m in enumerate(current[:-1]) if m["role"] != "system"]
+        if not truncate or not droppable:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {max_model_len} tokens; the messages "
+                f"need {len(prompt.token_ids)} tokens and max_tokens asks for {needed}",
+                param="messages",
+                hint="shorten the messages or lower max_tokens",
+            )
+        del current[droppable[0]]
+        dropped += 1
+        # Keep turns alternating: a conversation may not start with an orphan assistant reply.
+        rest = [i for i, m in enumerate(current[:-1]) if m["role"] != "system"]
+        if rest and current[rest[0]]["role"] == "assistant":
+            del current[rest[0]]
+            dropped += 1

@@ -1,0 +1,277 @@
+"""Memory planner: does a model fit a hardware profile, and how many requests run at once?
+
+It follows vLLM 0.33's KV-cache sizing (../shared/VLLM-NOTES.md section 5):
+`vllm/v1/worker/gpu_worker.py::determine_available_memory`, `vllm/v1/kv_cache_interface.py`
+(page sizes), `vllm/v1/core/kv_cache_utils.py` (`_get_kv_cache_groups_uniform_page_size`,
+`get_max_concurrency_for_kv_cache_config`). Every size is per GPU (per rank); T is one GPU's
+CUDA total (cudaMemGetInfo), u the utilisation, tp/pp the tensor/pipeline parallel sizes:
+
+    R      = ceil(T x u)                                     budget in bytes
+    A_kv   = R - W - A - O                                   left for the KV cache
+    W      = params x dtype_bytes / (tp x pp)                weights
+    page   = block_size x 2 x max(1, kv_heads // tp) x head_dim x dtype_bytes   (one layer)
+    blocks = floor(A_kv / (group_size x page))               one shared block pool
+    conc   = blocks / blocks_per_request                     vLLM's "Maximum concurrency"
+
+Layers split per pipeline stage (ceil(num_layers / pp)); KV heads are replicated below tp. A
+uniform model is one group of all its layers: ceil(L / block_size) blocks per request of L
+tokens. A hybrid model (Gemma 3) is split into groups of `group_size` layers (the smaller
+per-type count, or the larger one when under 1.5x the smaller): Gemma 3 12B has 1 full + 5
+sliding groups of 8, and each sliding group needs only ceil(min(window - 1 + 2 x
+max_num_batched_tokens, L) / block_size) + 1 blocks (2 batches in flight, async scheduling).
+KV tokens are blocks x block_size (uniform) or conc x L (hybrid, as vLLM 0.33 logs them).
+
+vLLM measures A and O in a profiling run; here they are estimated, with the constants below
+tuned so that Qwen3-8B on one L40S (u 0.85, L 4096) gives the seed's 37.36x:
+
+    A = batched_tokens x (2 x intermediate / tp + 4 x hidden) x dtype_bytes      activations
+        + min(max_num_seqs, batched_tokens) x vocab x 4 B x SAMPLER_COPIES       sampler
+    O = NON_TORCH_GIB + CUDAGRAPH_MIB_PER_LAYER x layers (no graphs with enforce_eager)
+
+The CPU profile (Transformers) uses ram_budget_gib, a plain dynamic cache (block_size 1, all
+layers at full length), one prefill of L tokens as batched_tokens and O = CPU_RUNTIME_GIB.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from lcfin.engine.profiles import HardwareProfile, list_profiles, load_profile
+from lcfin.engine.registry import DTYPE_BYTES, Architecture, ModelSpec, get_model
+from lcfin.errors import InvalidParameter
+
+__all__ = ["MemoryPlan", "plan_memory"]
+
+GIB = 2**30
+SAMPLER_COPIES = 5  # fp32 logits, probabilities, log-probabilities and top-k/top-p sort buffers
+NON_TORCH_GIB = 0.25  # cuBLAS workspaces, attention workspace, allocator slack
+CUDAGRAPH_MIB_PER_LAYER = 12.75  # captured graphs' private memory pool, per decoder layer
+CPU_RUNTIME_GIB = 1.0  # torch + transformers resident memory
+ASYNC_BATCHES = 2  # batches in flight with async scheduling (sliding-window blocks)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A model on a profile: memory per GPU in GiB, KV-cache capacity and the verdict."""
+
+    model: str
+    profile: str
+    backend: str
+    dtype: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    max_model_len: int
+    max_num_seqs: int
+    budget_gib: float
+    weights_gib: float
+    activations_gib: float
+    overhead_gib: float
+    kv_cache_gib: float
+    kv_bytes_per_token: int
+    kv_cache_tokens: int
+    max_concurrency: float
+    fits: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        """The plan as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _KvLayout:
+    """How vLLM (or a dynamic cache) lays out one rank's KV cache."""
+
+    block_size: int
+    block_bytes: int  # group_size layers x one page
+    token_bytes: int  # every layer of the rank, at full length
+    layers: int
+    full_groups: int
+    sliding_groups: int
+    sliding_span: int  # window - 1 + tokens in flight
+
+    def blocks_per_request(self, max_len: int) -> int:
+        full = math.ceil(max_len / self.block_size)
+        window = math.ceil(min(self.sliding_span, max_len) / self.block_size) + 1
+        return self.full_groups * full + self.sliding_groups * window
+
+    def longest_fit(self, blocks: int) -> int:
+        """The largest max_model_len one request of which fits in `blocks` (0 if none)."""
+        low, high = 0, blocks * self.block_size
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.blocks_per_request(mid) <= blocks else (low, mid - 1)
+        return low
+
+
+def _layout(arch: Architecture, prof: HardwareProfile, dtype_bytes: int) -> _KvLayout:
+    tp, pp, gpu = prof.tensor_parallel_size, prof.pipeline_parallel_size, prof.is_gpu
+    block = prof.block_size if gpu else 1
+    page = block * 2 * max(1, arch.num_kv_heads // tp) * arch.head_dim * dtype_bytes
+    layers = math.ceil(arch.num_layers / pp)
+    sliding = math.ceil(arch.num_sliding_layers / pp) if gpu and arch.sliding_window else 0
+    full = layers - sliding
+    counts = [n for n in (full, sliding) if n]
+    size = min(counts) if max(counts) >= 1.5 * min(counts) else max(counts)
+    return _KvLayout(
+        block_size=block,
+        block_bytes=size * page,
+        token_bytes=layers * page // block,
+        layers=layers,
+        full_groups=math.ceil(full / size),
+        sliding_groups=math.ceil(sliding / size),
+        sliding_span=(arch.sliding_window or 0) - 1 + ASYNC_BATCHES * prof.max_num_batched_tokens,
+    )
+
+
+def _activation_bytes(
+    arch: Architecture, prof: HardwareProfile, dtype_bytes: int, max_len: int, seqs: int
+) -> int:
+    tokens = min(prof.max_num_batched_tokens, seqs * max_len) if prof.is_gpu else max_len
+    hidden = tokens * (2 * arch.intermediate_size // prof.tensor_parallel_size)
+    hidden += tokens * 4 * arch.hidden_size
+    sampler = min(seqs, tokens) * arch.vocab_size * 4 * SAMPLER_COPIES
+    return hidden * dtype_bytes + sampler
+
+
+def _overhead_bytes(prof: HardwareProfile, layers: int) -> int:
+    if not prof.is_gpu:
+        return int(CPU_RUNTIME_GIB * GIB)
+    graphs = 0.0 if prof.enforce_eager else CUDAGRAPH_MIB_PER_LAYER * layers * 2**20
+    return int(NON_TORCH_GIB * GIB + graphs)
+
+
+def _budget_bytes(prof: HardwareProfile) -> int:
+    if not prof.is_gpu:
+        return int(prof.ram_budget_gib * GIB)
+    return math.ceil(prof.gpu_total_gib * GIB * prof.gpu_memory_utilization)
+
+
+def _reason(plan: MemoryPlan, arch: Architecture, longest: int, others: list[str]) -> str:
+    name, where, mml = plan.model, plan.profile, plan.max_model_len
+    per = "in RAM" if plan.backend == "transformers" else "per GPU"
+    elsewhere = f"use profile {' or '.join(others)}" if others else "use a profile with more GPUs"
+    if mml > arch.max_position_embeddings:
+        return (
+            f"max_model_len {mml:,} exceeds {name}'s limit of {arch.max_position_embeddings:,} "
+            f"tokens (max_position_embeddings); pass max_model_len={arch.max_position_embeddings}"
+            " or less."
+        )
+    need = plan.weights_gib + plan.activations_gib + plan.overhead_gib
+    if need >= plan.budget_gib:
+        return (
+            f"{name} needs {plan.weights_gib:.1f} GiB of weights plus "
+            f"{plan.activations_gib + plan.overhead_gib:.1f} GiB of activations and overhead "
+            f"{per}, but {where} gives {plan.budget_gib:.1f} GiB; {elsewhere}."
+        )
+    if not plan.fits:
+        shorter = f"pass max_model_len={longest} or less, or " if longest else ""
+        return (
+            f"{name} on {where} leaves {plan.kv_cache_gib:.2f} GiB for the KV cache, less than "
+            f"one request of {mml:,} tokens; {shorter}{elsewhere}."
+        )
+    return (
+        f"{name} fits {where}: {plan.kv_cache_gib:.1f} GiB of KV cache {per} holds "
+        f"{plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f} requests of {mml:,} tokens."
+    )
+
+
+def _architecture(spec: ModelSpec) -> Architecture:
+    if spec.arch is None:
+        raise InvalidParameter(
+            f"The architecture of '{spec.name}' is unknown, so its memory cannot be planned",
+            param="model",
+            model=spec.name,
+            hint=f"run `lcfin download {spec.repo_id}` first so that its config.json is read",
+        )
+    return spec.arch
+
+
+def _plan(
+    spec: ModelSpec, prof: HardwareProfile, max_len: int | None, seqs: int | None, others: list[str]
+) -> MemoryPlan:
+    arch = _architecture(spec)
+    dtype = spec.dtype if prof.dtype == "auto" else prof.dtype
+    nbytes = DTYPE_BYTES[dtype]
+    mml = max_len or min(prof.max_model_len, arch.max_position_embeddings)
+    seqs = seqs or prof.max_num_seqs
+    ranks = prof.tensor_parallel_size * prof.pipeline_parallel_size
+    weights = math.ceil((spec.param_count() or 0) * nbytes / ranks)
+    lay = _layout(arch, prof, nbytes)
+    acts = _activation_bytes(arch, prof, nbytes, mml, seqs)
+    over = _overhead_bytes(prof, lay.layers)
+    budget = _budget_bytes(prof)
+    kv = budget - weights - acts - over
+    blocks = max(0, kv // lay.block_bytes)
+    per_request = lay.blocks_per_request(mml)
+    conc = blocks / per_request
+    uniform = lay.sliding_groups == 0
+    plan = MemoryPlan(
+        model=spec.name,
+        profile=prof.name,
+        backend=prof.backend,
+        dtype=dtype,
+        tensor_parallel_size=prof.tensor_parallel_size,
+        pipeline_parallel_size=prof.pipeline_parallel_size,
+        max_model_len=mml,
+        max_num_seqs=seqs,
+        budget_gib=round(budget / GIB, 3),
+        weights_gib=round(weights / GIB, 3),
+        activations_gib=round(acts / GIB, 3),
+        overhead_gib=round(over / GIB, 3),
+        kv_cache_gib=round(kv / GIB, 3),
+        kv_bytes_per_token=lay.token_bytes,
+        kv_cache_tokens=blocks * lay.block_size if uniform else int(conc * mml),
+        max_concurrency=round(conc, 3),
+        fits=kv > 0 and blocks >= per_request and mml <= arch.max_position_embeddings,
+        reason="",
+    )
+    return replace(plan, reason=_reason(plan, arch, lay.longest_fit(blocks), others))
+
+
+def _fitting_profiles(
+    spec: ModelSpec, current: str, max_len: int | None, user_catalog: Path | None
+) -> list[str]:
+    """The two cheapest catalog profiles where the model fits, for the advice in a reason."""
+    profiles = sorted(list_profiles(user_catalog).values(), key=lambda p: p.hourly_cost_usd)
+    fit = [p.name for p in profiles if p.name != current and _plan(spec, p, max_len, None, []).fits]
+    return fit[:2]
+
+
+def plan_memory(
+    model: str | ModelSpec,
+    profile: str | HardwareProfile = "auto",
+    *,
+    max_model_len: int | None = None,
+    max_num_seqs: int | None = None,
+    user_catalog: Path | None = None,
+) -> MemoryPlan:
+    """Plan a model's memory on a hardware profile, per GPU, as vLLM would size it.
+
+    Args:
+        model: a catalog alias, repo id or directory (see `get_model`), or a `ModelSpec`.
+        profile: a profile name, 'auto' (detect the hardware), or a `HardwareProfile`.
+        max_model_len: context length to plan for; default the profile's, capped at the
+            model's max_position_embeddings.
+        max_num_seqs: the engine's batch size; default the profile's.
+        user_catalog: an extra models/profiles TOML file (`LCFIN_CATALOG`).
+
+    Raises:
+        InvalidParameter: the model's architecture is unknown (download it first), a length or
+            batch size is not positive, or the profile name is unknown.
+        ModelNotFound: the model name matches nothing.
+        InvalidCatalog: a catalog file is malformed.
+    """
+    for param, value in (("max_model_len", max_model_len), ("max_num_seqs", max_num_seqs)):
+        if value is not None and value <= 0:
+            raise InvalidParameter(f"{param} must be positive, not {value}", param=param)
+    spec = model if isinstance(model, ModelSpec) else get_model(model, user_catalog)
+    _architecture(spec)  # fail before the profile is detected
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile, user_catalog)
+    plan = _plan(spec, prof, max_model_len, max_num_seqs, [])
+    if plan.fits:
+        return plan
+    others = _fitting_profiles(spec, prof.name, max_model_len, user_catalog)
+    return _plan(spec, prof, max_model_len, max_num_seqs, others)

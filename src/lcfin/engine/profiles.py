@@ -1,0 +1,175 @@
+"""Hardware profiles (data in catalog/profiles.toml) and `auto` detection."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lcfin.engine.catalog_io import load_entries
+from lcfin.errors import InvalidParameter
+
+__all__ = ["GpuInfo", "HardwareProfile", "detect_gpus", "list_profiles", "load_profile"]
+
+log = logging.getLogger(__name__)
+
+
+class HardwareProfile(BaseModel):
+    """A machine lcfin runs on, with the engine settings that suit it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    backend: Literal["vllm", "transformers"]
+    gpu_name: str | None = None
+    gpu_count: int = Field(0, ge=0)
+    gpu_memory_gb: float = Field(0, ge=0)
+    gpu_total_gib: float = Field(0, ge=0)
+    gpu_memory_utilization: float = Field(0.9, ge=0, le=1)
+    max_model_len: int = Field(2048, gt=0)
+    enforce_eager: bool = False
+    disable_custom_all_reduce: bool = False
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "bfloat16"
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    max_num_seqs: int = Field(256, gt=0)
+    max_num_batched_tokens: int = Field(2048, gt=0)
+    enable_prefix_caching: bool = True
+    block_size: int = Field(16, gt=0)
+    ram_budget_gib: float = Field(16.0, ge=0)
+    hourly_cost_usd: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_parallelism(self) -> HardwareProfile:
+        world = self.tensor_parallel_size * self.pipeline_parallel_size
+        if self.gpu_count and world > self.gpu_count * self.num_nodes:
+            raise ValueError(
+                f"tensor_parallel_size x pipeline_parallel_size = {world} exceeds "
+                f"gpu_count x num_nodes = {self.gpu_count * self.num_nodes}"
+            )
+        if self.backend == "vllm" and self.gpu_count == 0:
+            raise ValueError("a vllm profile needs gpu_count >= 1")
+        return self
+
+    @property
+    def is_gpu(self) -> bool:
+        """Whether the profile runs on GPUs."""
+        return self.gpu_count > 0
+
+    @property
+    def multi_node(self) -> bool:
+        """Whether the profile spans several machines (vLLM's Ray executor)."""
+        return self.num_nodes > 1
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One detected GPU (name and total memory), found through NVML or torch."""
+
+    name: str
+    total_gib: float
+
+
+def list_profiles(user_catalog: Path | None = None) -> dict[str, HardwareProfile]:
+    """Every profile by name: the shipped ones plus the user file's."""
+    return load_entries(HardwareProfile, "profiles", "profiles.toml", user_catalog)
+
+
+def _nvml_gpus() -> list[GpuInfo] | None:
+    try:
+        import pynvml  # optional; comes with nvidia-ml-py on GPU installs
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVML missing or no driver: treat as no GPU
+        return None
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(handle)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            gpus.append(GpuInfo(str(name), mem.total / 2**30))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """The CUDA GPUs of this machine, via NVML (which never initialises CUDA) when available.
+
+    Without NVML it falls back to `/proc/driver/nvidia/gpus`, which gives names only, so that
+    lcfin never touches CUDA in the parent process (vLLM needs to fork before CUDA starts).
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return []
+    gpus = _nvml_gpus()
+    if gpus is not None:
+        return gpus
+    proc = Path("/proc/driver/nvidia/gpus")
+    if not proc.is_dir():
+        return []
+    found = []
+    for info in sorted(proc.glob("*/information")):
+        model = next((ln for ln in info.read_text().splitlines() if ln.startswith("Model:")), "")
+        found.append(GpuInfo(model.partition(":")[2].strip() or "NVIDIA GPU", 0.0))
+    return found
+
+
+def _auto_profile(profiles: dict[str, HardwareProfile]) -> HardwareProfile:
+    gpus = detect_gpus()
+    if not gpus:
+        log.info("No CUDA GPU detected: profile 'cpu'")
+        return profiles["cpu"]
+    name = gpus[0].name.upper()
+    candidates = [
+        p
+        for p in profiles.values()
+        if p.is_gpu and p.gpu_count <= len(gpus) and p.gpu_name
+        if p.gpu_name.upper().replace("NVIDIA ", "") in name
+    ]
+    if candidates:
+        best = max(candidates, key=lambda p: (p.gpu_count, p.gpu_memory_utilization))
+        log.info("Detected %d x %s: profile '%s'", len(gpus), gpus[0].name, best.name)
+        return best
+    generic = profiles.get("scw-l40s", profiles["cpu"])
+    log.warning(
+        "No profile matches %d x %s; using '%s' (define your own profile in LCFIN_CATALOG)",
+        len(gpus),
+        gpus[0].name,
+        generic.name,
+    )
+    return generic
+
+
+def load_profile(name: str = "auto", user_catalog: Path | None = None) -> HardwareProfile:
+    """A hardware profile by name, or detected from the hardware when `name` is 'auto'.
+
+    Args:
+        name: a profile name, a seed `DEPLOYMENT_ENV` value (`huggingface`, `scaleway`) or 'auto'.
+        user_catalog: an extra profiles TOML file (`LCFIN_CATALOG`).
+
+    Raises:
+        InvalidParameter: no profile has that name (the message lists the valid ones).
+        InvalidCatalog: a profile entry is malformed.
+    """
+    from lcfin.config import DEPLOYMENT_ENV_PROFILES
+
+    profiles = list_profiles(user_catalog)
+    key = DEPLOYMENT_ENV_PROFILES.get(name.strip().lower(), name.strip().lower())
+    if key == "auto":
+        return _auto_profile(profiles)
+    if key not in profiles:
+        raise InvalidParameter(
+            f"Unknown profile '{name}'",
+            param="profile",
+            hint=f"choose one of: auto, {', '.join(sorted(profiles))}",
+        )
+    return profiles[key]

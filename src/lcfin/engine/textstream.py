@@ -1,0 +1,95 @@
+"""Turning generated token ids into clean text deltas, with stop strings cut out.
+
+Used by backends that decode themselves (Transformers); vLLM does the same in its engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lcfin.engine.backend import Tokenizer
+
+__all__ = ["IncrementalDetokenizer", "StopStringFilter"]
+
+_REPLACEMENT = "\ufffd"
+
+
+@dataclass
+class IncrementalDetokenizer:
+    """Decodes a growing list of token ids and returns only the new, complete text.
+
+    Text that ends in an incomplete UTF-8 sequence (decoded as U+FFFD) is held back until the
+    next token completes it, so a multi-byte character is never split across deltas.
+    """
+
+    tokenizer: Tokenizer
+    token_ids: list[int] = field(default_factory=list)
+    emitted: str = ""
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text it completes (may be empty)."""
+        self.token_ids.append(token_id)
+        return self._advance(final=False)
+
+    def flush(self) -> str:
+        """Return whatever is still held back (at the end of generation)."""
+        return self._advance(final=True)
+
+    def _advance(self, *, final: bool) -> str:
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+        if not final and text.endswith(_REPLACEMENT):
+            return ""
+        if not text.startswith(self.emitted):
+            # A tokenizer that rewrites earlier text (rare): never re-send what was sent.
+            common = 0
+            for a, b in zip(text, self.emitted, strict=False):
+                if a != b:
+                    break
+                common += 1
+            new = text[max(common, len(self.emitted)) :]
+        else:
+            new = text[len(self.emitted) :]
+        self.emitted += new
+        return new
+
+
+@dataclass
+class StopStringFilter:
+    """Holds back text that may be the start of a stop string; cuts output at a match.
+
+    The stop string itself is never emitted (OpenAI semantics).
+    """
+
+    stops: tuple[str, ...]
+    pending: str = ""
+    matched: str | None = None
+
+    def push(self, text: str) -> str:
+        """Feed new text; return the part that is safe to emit."""
+        if self.matched is not None or not self.stops:
+            return "" if self.matched is not None else text
+        combined = self.pending + text
+        hits = [(combined.find(s), s) for s in self.stops if s in combined]
+        if hits:
+            index, stop = min(hits)
+            self.matched, self.pending = stop, ""
+            return combined[:index]
+        keep = self._longest_partial(combined)
+        self.pending = combined[len(combined) - keep :] if keep else ""
+        return combined[: len(combined) - keep]
+
+    def flush(self) -> str:
+        """Release the held-back text when generation ended without a match."""
+        out, self.pending = ("" if self.matched else self.pending), ""
+        return out
+
+    def _longest_partial(self, text: str) -> int:
+        best = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

@@ -1,0 +1,179 @@
+"""The types that flow through the generation path, shared by every backend and face."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lcfin.errors import InvalidParameter
+
+__all__ = [
+    "DEMO_NOTICE",
+    "Completion",
+    "Delta",
+    "FinishReason",
+    "GenerationRequest",
+    "Message",
+    "SamplingParams",
+    "Timings",
+    "Usage",
+    "new_request_id",
+]
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+#: A chat message as OpenAI sends it: {"role": ..., "content": ...}.
+Message = dict[str, object]
+
+MAX_STOP_SEQUENCES = 16
+
+#: How the built-in demo model is labelled wherever it is listed.
+DEMO_NOTICE = (
+    "demo: a tiny model trained on a small financial glossary, for trying lcfin offline; "
+    "not for real use"
+)
+
+
+def new_request_id(prefix: str = "cmpl") -> str:
+    """A fresh request id like OpenAI's (`chatcmpl-…`)."""
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _check(ok: bool, param: str, message: str) -> None:
+    if not ok:
+        raise InvalidParameter(message, param=param)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one completion. Validated on construction (raises InvalidParameter).
+
+    `temperature=0` is greedy decoding. `top_k=0` and `top_p=1` disable those filters.
+    `max_tokens=None` means "as many as the context allows".
+    """
+
+    max_tokens: int | None = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # accept a single string like OpenAI's API
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        self._validate()
+
+    def _validate(self) -> None:
+        mt = self.max_tokens
+        _check(mt is None or mt >= 1, "max_tokens", f"max_tokens must be >= 1, got {mt}")
+        t = self.temperature
+        _check(
+            math.isfinite(t) and 0 <= t <= 2,
+            "temperature",
+            f"temperature must be in [0, 2], got {t}",
+        )
+        _check(0 < self.top_p <= 1, "top_p", f"top_p must be in (0, 1], got {self.top_p}")
+        _check(
+            self.top_k >= 0 or self.top_k == -1, "top_k", f"top_k must be >= 0, got {self.top_k}"
+        )
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            _check(math.isfinite(v) and -2 <= v <= 2, name, f"{name} must be in [-2, 2], got {v}")
+        rp = self.repetition_penalty
+        _check(
+            math.isfinite(rp) and rp > 0,
+            "repetition_penalty",
+            f"repetition_penalty must be > 0, got {rp}",
+        )
+        _check(
+            len(self.stop) <= MAX_STOP_SEQUENCES,
+            "stop",
+            f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(self.stop)}",
+        )
+        _check(
+            all(isinstance(s, str) and s for s in self.stop),
+            "stop",
+            "stop sequences must be non-empty strings",
+        )
+
+    @property
+    def greedy(self) -> bool:
+        """Whether decoding is deterministic argmax."""
+        return self.temperature == 0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt, already tokenised, with its sampling parameters."""
+
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    request_id: str = field(default_factory=new_request_id)
+    prompt_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One step of a streamed generation: new text, how many tokens it took, maybe the end."""
+
+    text: str
+    num_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    stop_reason: str | int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of a request, as OpenAI reports it."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """prompt + completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock timings of a request in seconds."""
+
+    queue_s: float = 0.0
+    time_to_first_token_s: float | None = None
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished generation: the text and everything known about it."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    model: str
+    request_id: str
+    timings: Timings = field(default_factory=Timings)
+    dropped_messages: int = 0
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Generation speed after the first token; None when fewer than two tokens."""
+        ttft = self.timings.time_to_first_token_s
+        decode_s = self.timings.total_s - (ttft or 0.0)
+        if ttft is None or self.usage.completion_tokens < 2 or decode_s <= 0:
+            return None
+        return (self.usage.completion_tokens - 1) / decode_s

@@ -1,0 +1,184 @@
+"""The lcfin error tree, mapped once to HTTP/OpenAI errors and once to CLI exit codes.
+
+    LcfinError                      500 server_error            exit 1
+     ├── InvalidParameter           400 invalid_request_error   exit 2   (also ValueError)
+     │    └── ContextLengthExceeded 400 context_length_exceeded exit 2
+     ├── InvalidCatalog             500 server_error            exit 2   (also ValueError)
+     ├── ModelNotFound              404 model_not_found         exit 4   (also LookupError)
+     ├── Unauthorized               401 invalid_api_key         exit 5
+     │    └── GatedModel            403 gated_model             exit 5
+     ├── DoesNotFit                 422 model_does_not_fit      exit 3
+     ├── BackendUnavailable         503 backend_unavailable     exit 6
+     │    └── ModelLoading          503 model_loading           exit 6   (+ Retry-After)
+     ├── ModelLoadFailed            500 model_load_failed       exit 6
+     └── RateLimited                429 rate_limit_exceeded     exit 1
+
+Every message says what to do next. Secrets never appear in a message.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "EXIT_BACKEND_UNAVAILABLE",
+    "EXIT_DOES_NOT_FIT",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_MODEL_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNAUTHORIZED",
+    "EXIT_USAGE",
+    "BackendUnavailable",
+    "ContextLengthExceeded",
+    "DoesNotFit",
+    "GatedModel",
+    "InvalidCatalog",
+    "InvalidParameter",
+    "LcfinError",
+    "ModelLoadFailed",
+    "ModelLoading",
+    "ModelNotFound",
+    "RateLimited",
+    "Unauthorized",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DOES_NOT_FIT = 3
+EXIT_MODEL_NOT_FOUND = 4
+EXIT_UNAUTHORIZED = 5
+EXIT_BACKEND_UNAVAILABLE = 6
+EXIT_INTERRUPTED = 130
+
+
+class LcfinError(Exception):
+    """Base of every error lcfin raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    openai_code: ClassVar[str | None] = None
+    exit_code: ClassVar[int] = EXIT_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        model: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.model = model
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_openai(self) -> dict[str, object]:
+        """The OpenAI error envelope for this error."""
+        return {
+            "error": {
+                "message": str(self),
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.openai_code,
+            }
+        }
+
+
+class InvalidParameter(LcfinError, ValueError):
+    """A request or call parameter has a wrong value."""
+
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_value"
+    exit_code = EXIT_USAGE
+
+
+class ContextLengthExceeded(InvalidParameter):
+    """Prompt plus max_tokens do not fit the model's context window."""
+
+    openai_code = "context_length_exceeded"
+
+
+class InvalidCatalog(LcfinError, ValueError):
+    """A models/profiles TOML file has a bad entry."""
+
+    openai_code = "invalid_catalog"
+    exit_code = EXIT_USAGE
+
+
+class ModelNotFound(LcfinError, LookupError):
+    """No catalog alias, repo id or local directory matches the name."""
+
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
+    exit_code = EXIT_MODEL_NOT_FOUND
+
+
+class Unauthorized(LcfinError):
+    """Missing or wrong credentials (API key, or hub token)."""
+
+    http_status = 401
+    openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
+    exit_code = EXIT_UNAUTHORIZED
+
+
+class GatedModel(Unauthorized):
+    """The hub refused access to a gated or private repository."""
+
+    http_status = 403
+    openai_type = "permission_error"
+    openai_code = "gated_model"
+
+
+class DoesNotFit(LcfinError):
+    """The model does not fit the hardware profile's memory budget."""
+
+    http_status = 422
+    openai_type = "invalid_request_error"
+    openai_code = "model_does_not_fit"
+    exit_code = EXIT_DOES_NOT_FIT
+
+
+class BackendUnavailable(LcfinError):
+    """No backend can serve right now (not installed, no model, engine dead)."""
+
+    http_status = 503
+    openai_code = "backend_unavailable"
+    exit_code = EXIT_BACKEND_UNAVAILABLE
+
+
+class ModelLoading(BackendUnavailable):
+    """A model is loading or switching; retry after `retry_after` seconds."""
+
+    openai_code = "model_loading"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ModelLoadFailed(LcfinError):
+    """Loading a model failed (corrupt files, out of memory, ...)."""
+
+    openai_code = "model_load_failed"
+    exit_code = EXIT_BACKEND_UNAVAILABLE
+
+
+class RateLimited(LcfinError):
+    """Too many requests or tokens for this key, or the queue is full."""
+
+    http_status = 429
+    openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
