@@ -13,6 +13,13 @@ from tests.tiny_models import ARCHITECTURES, build_model
 SEED_VARS = ("HF_TOKEN_LC", "HF_TOKEN", "MODEL_NAME", "DEPLOYMENT_ENV", "USE_VLLM", "HF_HOME")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the model thread, the event loop and the test share two cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No seed or LCFIN_* variable leaks in; HF_HOME points into tmp_path; cwd has no .env."""

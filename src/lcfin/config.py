@@ -97,6 +97,45 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the lcfin loggers.")
 
+    # -- server ------------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address `lcfin serve` binds to.")
+    port: int = Field(
+        8000,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("port", "LCFIN_PORT", "PORT"),
+        description="Port of `lcfin serve` (PORT is honoured: Hugging Face Spaces use 7860).",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "Comma-separated API keys, or the path of a file with one key per line; when set, "
+            "every route except /health and /health/ready needs `Authorization: Bearer <key>`."
+        ),
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key for admin routes (/load-model). With API keys set and no admin key, admin "
+            "routes are refused."
+        ),
+    )
+    allow_any_model: bool = Field(
+        False, description="Let /load-model load any hub repo id, not only catalog aliases."
+    )
+    force_include_usage: bool = Field(
+        False, description="Always send the usage chunk in streams, even if the client did not ask."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS ('*' for any); empty: no CORS."
+    )
+    max_body_bytes: int = Field(
+        4 * 2**20, gt=0, description="Largest accepted request body in bytes (413 above)."
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests before exiting."
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.use_vllm is True and self.profile_name == "cpu":
@@ -123,6 +162,17 @@ class Settings(BaseSettings):
         """
         secret = self.hf_token_lc if repo_id.startswith(LINGUACUSTODIA_ORG) else self.hf_token
         return secret.get_secret_value() if secret is not None else False
+
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (from the comma list or the key file); empty: auth off."""
+        if self.api_keys is None:
+            return []
+        raw = self.api_keys.get_secret_value().strip()
+        path = Path(raw).expanduser()
+        if "," not in raw and path.is_file():
+            lines = path.read_text().splitlines()
+            return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+        return [key.strip() for key in raw.split(",") if key.strip()]
 
     def token_name_for(self, repo_id: str) -> str:
         """The environment variable that holds the token for `repo_id` (for error messages)."""

@@ -2,15 +2,18 @@
 
     LcfinError                      500 server_error            exit 1
      ├── InvalidParameter           400 invalid_request_error   exit 2   (also ValueError)
-     │    └── ContextLengthExceeded 400 context_length_exceeded exit 2
+     │    ├── ContextLengthExceeded 400 context_length_exceeded exit 2
+     │    └── PayloadTooLarge       413 payload_too_large       exit 2
      ├── InvalidCatalog             500 server_error            exit 2   (also ValueError)
      ├── ModelNotFound              404 model_not_found         exit 4   (also LookupError)
      ├── Unauthorized               401 invalid_api_key         exit 5
-     │    └── GatedModel            403 gated_model             exit 5
+     │    ├── GatedModel            403 gated_model             exit 5
+     │    └── Forbidden             403 insufficient_permissions exit 5
      ├── DoesNotFit                 422 model_does_not_fit      exit 3
      ├── BackendUnavailable         503 backend_unavailable     exit 6
      │    └── ModelLoading          503 model_loading           exit 6   (+ Retry-After)
      ├── ModelLoadFailed            500 model_load_failed       exit 6
+     ├── Conflict                   409 conflict                exit 1
      └── RateLimited                429 rate_limit_exceeded     exit 1
 
 Every message says what to do next. Secrets never appear in a message.
@@ -30,8 +33,10 @@ __all__ = [
     "EXIT_UNAUTHORIZED",
     "EXIT_USAGE",
     "BackendUnavailable",
+    "Conflict",
     "ContextLengthExceeded",
     "DoesNotFit",
+    "Forbidden",
     "GatedModel",
     "InvalidCatalog",
     "InvalidParameter",
@@ -39,6 +44,7 @@ __all__ = [
     "ModelLoadFailed",
     "ModelLoading",
     "ModelNotFound",
+    "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
 ]
@@ -105,6 +111,13 @@ class ContextLengthExceeded(InvalidParameter):
     openai_code = "context_length_exceeded"
 
 
+class PayloadTooLarge(InvalidParameter):
+    """The request body is larger than the server accepts."""
+
+    http_status = 413
+    openai_code = "payload_too_large"
+
+
 class InvalidCatalog(LcfinError, ValueError):
     """A models/profiles TOML file has a bad entry."""
 
@@ -136,6 +149,22 @@ class GatedModel(Unauthorized):
     http_status = 403
     openai_type = "permission_error"
     openai_code = "gated_model"
+
+
+class Forbidden(Unauthorized):
+    """The credentials are valid but not for this route (e.g. admin routes)."""
+
+    http_status = 403
+    openai_type = "permission_error"
+    openai_code = "insufficient_permissions"
+
+
+class Conflict(LcfinError):
+    """The request conflicts with the current state (e.g. a load already running)."""
+
+    http_status = 409
+    openai_type = "invalid_request_error"
+    openai_code = "conflict"
 
 
 class DoesNotFit(LcfinError):

@@ -21,6 +21,7 @@ class LoopThread:
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
@@ -29,7 +30,7 @@ class LoopThread:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="lcfin-loop", daemon=True)
                 thread.start()
-                self._loop = loop
+                self._loop, self._thread = loop, thread
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -51,11 +52,16 @@ class LoopThread:
                 asyncio.run_coroutine_threadsafe(aclose(), loop).result()
 
     def close(self) -> None:
-        """Stop the loop thread."""
+        """Stop the loop, join its thread and close the loop."""
         with self._lock:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop = None
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+            loop.close()
 
 
 async def _next(agen: AsyncIterator[T]) -> T:

@@ -88,7 +88,7 @@ def _cache(settings: Settings) -> Check:
     probe = home
     while not probe.exists() and probe != probe.parent:  # it will be created under here
         probe = probe.parent
-    writable = os.access(probe, os.W_OK)
+    writable = probe.is_dir() and os.access(probe, os.W_OK)
     free = free_disk_gib(home)
     level: Level = "ok" if writable and free > 20 else ("warn" if writable else "fail")
     state = "writable" if writable else "NOT writable"

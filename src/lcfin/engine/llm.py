@@ -49,6 +49,8 @@ class FinancialLLM:
         profile: hardware profile name, or 'auto' (from `DEPLOYMENT_ENV`, else detected).
         backend: 'auto', 'vllm' or 'transformers'.
         settings: a `Settings`; default `get_settings()` (env and `.env`).
+        load: load the model now (blocking); False leaves it to `aswitch(llm.initial_model)`,
+            as the server does so that it answers /health while the model loads.
         **overrides: backend load options (`max_model_len`, `dtype`, ...).
 
     Raises:
@@ -63,6 +65,7 @@ class FinancialLLM:
         backend: str = "auto",
         *,
         settings: Settings | None = None,
+        load: bool = True,
         **overrides: Any,
     ) -> None:
         self.settings = settings or get_settings()
@@ -73,10 +76,21 @@ class FinancialLLM:
         self._loop = LoopThread()
         self._stats = StatsCollector()
         self.record_hooks: list[Callable[[RequestRecord], None]] = []
-        target = model or self.settings.default_model or default_model_for(self.profile)
-        self._loop.run(self._manager.load(target, **overrides))
+        #: The model loaded at start (or to load later with `aswitch`, when load=False).
+        self.initial_model = model or self.settings.default_model or default_model_for(self.profile)
+        if load:
+            try:
+                self._loop.run(self._manager.load(self.initial_model, **overrides))
+            except BaseException:
+                self._loop.close()
+                raise
 
     # -- model management --------------------------------------------------------------
+
+    @property
+    def backend_kind(self) -> str:
+        """The backend this object loads models with: 'vllm' or 'transformers'."""
+        return self._manager.backend_kind
 
     @property
     def model(self) -> str | None:
@@ -148,11 +162,12 @@ class FinancialLLM:
         async with self._manager.lease() as loaded:
             sampling = self._sampling(loaded, params)
             rendered = self._render(loaded, messages, prompt, sampling, truncate)
-            if rendered.extra_stops:
-                stops = sampling.stop + rendered.extra_stops
-                sampling = dataclasses.replace(sampling, stop=stops)
             request = GenerationRequest(
-                rendered.token_ids, sampling, request_id or new_request_id(), rendered.text
+                rendered.token_ids,
+                sampling,
+                request_id or new_request_id(),
+                rendered.text,
+                extra_stops=rendered.extra_stops,
             )
             async for event in self._run(loaded, request, endpoint, rendered.dropped_messages):
                 yield event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,9 +51,11 @@ class ModelStatus:
     model: str | None
     backend: str | None
     profile: str
+    repo_id: str | None = None
     load_time_s: float | None = None
     max_model_len: int | None = None
     loading_model: str | None = None
+    loading_elapsed_s: float | None = None
     error: str | None = None
 
     @property
@@ -75,8 +78,8 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._loading: str | None = None
         self._error: str | None = None
-        self._lock = asyncio.Lock()
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._loading_since = 0.0
 
     def status(self) -> ModelStatus:
         """The current state (idle / loading / ready / failed)."""
@@ -93,17 +96,35 @@ class ModelManager:
             model=cur.spec.name if cur else None,
             backend=cur.backend.name if cur else None,
             profile=self.profile.name,
+            repo_id=cur.spec.repo_id if cur else None,
             load_time_s=round(cur.load_time_s, 3) if cur else None,
             max_model_len=cur.backend.max_model_len if cur else None,
             loading_model=self._loading,
+            loading_elapsed_s=round(time.monotonic() - self._loading_since, 3)
+            if self._loading
+            else None,
             error=self._error,
         )
 
-    def _switch_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:  # an asyncio.Lock is bound to one event loop
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        return self._lock
+    def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
+        """Mark `spec` as loading; False if it is already current (nothing to do).
+
+        A thread lock (not an asyncio one) because loads may come from different event loops
+        (the sync API's private loop, the server's loop).
+        """
+        with self._lock:
+            if self._loading is not None:
+                raise ModelLoading(
+                    f"Model {self._loading} is already loading; retry when it is ready",
+                    retry_after=5,
+                )
+            cur = self._current
+            if reuse and cur is not None and cur.spec == spec:
+                self._error = None
+                return False
+            self._loading, self._error = spec.name, None
+            self._loading_since = time.monotonic()
+            return True
 
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Load `name` and make it current; reuse it if it is already current.
@@ -114,27 +135,23 @@ class ModelManager:
                 the previous model (if any) keeps serving.
         """
         spec = name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
-        async with self._switch_lock():
-            cur = self._current
-            if cur is not None and cur.spec == spec and not overrides:
-                self._error = None
-                return spec
-            self._loading, self._error = spec.name, None
-            started = time.monotonic()
-            try:
-                backend = await asyncio.to_thread(
-                    load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
-                )
-            except LcfinError as exc:
-                self._error = str(exc)
-                raise
-            except Exception as exc:  # unexpected loader failure: report, keep serving
-                self._error = f"{type(exc).__name__}: {exc}"
-                raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
-            finally:
-                self._loading = None
-            self._swap(LoadedModel(spec, backend, time.monotonic() - started))
+        if not self._claim(spec, reuse=not overrides):
             return spec
+        started = time.monotonic()
+        try:
+            backend = await asyncio.to_thread(
+                load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
+            )
+        except LcfinError as exc:
+            self._error = str(exc)
+            raise
+        except Exception as exc:  # unexpected loader failure: report, keep serving
+            self._error = f"{type(exc).__name__}: {exc}"
+            raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
+        finally:
+            self._loading = None
+        self._swap(LoadedModel(spec, backend, time.monotonic() - started))
+        return spec
 
     def _swap(self, new: LoadedModel) -> None:
         old, self._current = self._current, new

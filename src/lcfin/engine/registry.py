@@ -127,16 +127,19 @@ def _safetensors_params(directory: Path) -> int | None:
     if not files:
         return None
     total = 0
-    for file in files:
-        with file.open("rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        for key, meta in header.items():
-            if key != "__metadata__":
-                count = 1
-                for dim in meta["shape"]:
-                    count *= dim
-                total += count
+    try:
+        for file in files:
+            with file.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(size))
+            for key, meta in header.items():
+                if key != "__metadata__":
+                    count = 1
+                    for dim in meta["shape"]:
+                        count *= dim
+                    total += count
+    except (struct.error, ValueError, KeyError, TypeError, OSError):
+        return None  # a damaged file: estimate from the config; loading will report it
     return total
 
 

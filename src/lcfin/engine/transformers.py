@@ -1,9 +1,8 @@
-"""TransformersBackend: Hugging Face Transformers on CPU or GPU, streaming token by token.
+"""TransformersBackend: Hugging Face Transformers on CPU or GPU, with continuous batching.
 
-One model thread does all the compute; asyncio callers receive `Delta`s through their own
-event loop (`call_soon_threadsafe`), so they never block it. Requests wait in arrival order.
-Each request runs prefill, then one decoding step at a time, checking for abort between steps.
-The request state (`_Sequence`) is self-contained so a scheduler can interleave several.
+One model thread does all the compute (see `scheduler.py`); asyncio callers receive `Delta`s
+through their own event loop (`call_soon_threadsafe`), so they never block it. Requests wait in
+arrival order, join the running batch at any decoding step and leave it the step they finish.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ import torch
 
 from lcfin.engine.backend import BackendStats, Tokenizer
 from lcfin.engine.sampling import RequestSampler
+from lcfin.engine.scheduler import Scheduler, Sequence
 from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
-from lcfin.engine.types import Delta, FinishReason, GenerationRequest
+from lcfin.engine.types import Delta, GenerationRequest
 from lcfin.errors import ContextLengthExceeded, LcfinError, ModelLoadFailed
 
 __all__ = ["TransformersBackend"]
@@ -32,32 +31,6 @@ __all__ = ["TransformersBackend"]
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_SHUTDOWN = None
-
-
-@dataclass
-class _Sequence:
-    """One request's state inside the model thread."""
-
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue[Delta | BaseException]
-    sampler: RequestSampler
-    detok: IncrementalDetokenizer
-    stops: StopStringFilter
-    max_tokens: int
-    aborted: bool = False
-    generated: int = 0
-    cache: Any = None
-    last_token: int | None = None
-    enqueued_at: float = field(default_factory=time.monotonic)
-
-    def post(self, item: Delta | BaseException) -> None:
-        """Hand a delta (or an error) to the caller's event loop."""
-        try:
-            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-            self.aborted = True
 
 
 def _pick_device(setting: str) -> torch.device:
@@ -82,15 +55,11 @@ def _generation_defaults(model: Any) -> dict[str, Any]:
     cfg = getattr(model, "generation_config", None)
     if cfg is None:
         return {}
-    if getattr(cfg, "do_sample", None) is False:
+    given = cfg.to_diff_dict()  # only what the file sets, not GenerationConfig's defaults
+    if given.get("do_sample") is False:
         return {"temperature": 0.0}
-    found = {
-        "temperature": getattr(cfg, "temperature", None),
-        "top_p": getattr(cfg, "top_p", None),
-        "top_k": getattr(cfg, "top_k", None),
-        "repetition_penalty": getattr(cfg, "repetition_penalty", None),
-    }
-    return {k: v for k, v in found.items() if v is not None}
+    names = ("temperature", "top_p", "top_k", "repetition_penalty")
+    return {k: given[k] for k in names if given.get(k) is not None}
 
 
 class TransformersBackend:
@@ -99,7 +68,15 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(
-        self, model: Any, tokenizer: Tokenizer, *, model_id: str, max_model_len: int
+        self,
+        model: Any,
+        tokenizer: Tokenizer,
+        *,
+        model_id: str,
+        max_model_len: int,
+        max_num_seqs: int = 32,
+        max_batched_tokens: int = 2048,
+        warm_up: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -111,8 +88,17 @@ class TransformersBackend:
         # transformers renamed `past_key_values` to `cache` (5.2x); accept both spellings.
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
-        self._running = 0
+        self._inbox: queue.Queue[Sequence | None] = queue.Queue()
+        self._scheduler = Scheduler(
+            model,
+            self.eos_ids,
+            max_num_seqs=max_num_seqs,
+            max_batched_tokens=max(max_batched_tokens, 1),
+            cache_kw=self._cache_kw,
+        )
+        if warm_up:
+            with torch.inference_mode():
+                self._scheduler.warm_up()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lcfin-model", daemon=True)
         self._thread.start()
@@ -171,7 +157,14 @@ class TransformersBackend:
             time.monotonic() - started,
             context,
         )
-        return cls(model, tokenizer, model_id=spec.name, max_model_len=context)
+        return cls(
+            model,
+            tokenizer,
+            model_id=spec.name,
+            max_model_len=context,
+            max_num_seqs=profile.max_num_seqs,
+            max_batched_tokens=max(profile.max_num_batched_tokens, context),
+        )
 
     # -- the caller's side (any event loop) ----------------------------------------------
 
@@ -189,7 +182,7 @@ class TransformersBackend:
         finally:
             seq.aborted = True
 
-    def _admit(self, request: GenerationRequest) -> _Sequence:
+    def _admit(self, request: GenerationRequest) -> Sequence:
         if self._closed:
             raise LcfinError("The backend is closed", hint="load a model again")
         prompt_len = len(request.prompt_token_ids)
@@ -201,28 +194,31 @@ class TransformersBackend:
                 hint="shorten the prompt",
             )
         wanted = request.params.max_tokens
-        seq = _Sequence(
+        seq = Sequence(
             request=request,
             loop=asyncio.get_running_loop(),
             out=asyncio.Queue(),
             sampler=RequestSampler(request.params, request.prompt_token_ids, self.device),
             detok=IncrementalDetokenizer(self.tokenizer),
-            stops=StopStringFilter(request.params.stop),
+            stops=StopStringFilter(request.all_stops),
             max_tokens=min(wanted, room) if wanted is not None else room,
         )
-        self._waiting.put(seq)
+        self._inbox.put(seq)
         return seq
 
     def stats(self) -> BackendStats:
-        """Requests running (0 or 1 here) and waiting."""
-        return BackendStats(running=self._running, waiting=self._waiting.qsize())
+        """Requests in the running batch, and waiting for a place in it."""
+        sched = self._scheduler
+        return BackendStats(
+            running=len(sched.rows), waiting=len(sched.pending) + self._inbox.qsize()
+        )
 
     def close(self) -> None:
         """Stop the model thread (in-flight requests end with 'abort') and free the model."""
         if self._closed:
             return
         self._closed = True
-        self._waiting.put(_SHUTDOWN)
+        self._inbox.put(None)
         self._thread.join(timeout=30)
         del self.model
         if torch.cuda.is_available():
@@ -231,68 +227,12 @@ class TransformersBackend:
     # -- the model thread -----------------------------------------------------------------
 
     def _loop(self) -> None:
+        sched = self._scheduler
         while True:
-            seq = self._waiting.get()
-            if seq is _SHUTDOWN:
-                self._drain()
+            idle = not sched.rows and not sched.pending
+            if not sched.take(self._inbox, block=idle):
+                sched.abort_all()
                 return
-            if seq.aborted:
-                continue
-            self._running = 1
-            try:
-                with torch.inference_mode():
-                    self._run(seq)
-            except Exception as exc:  # one request's failure must not kill the thread
-                log.exception("Generation failed for %s", seq.request.request_id)
-                seq.post(LcfinError(f"Generation failed: {type(exc).__name__}: {exc}"))
-            finally:
-                seq.cache = None
-                self._running = 0
-
-    def _drain(self) -> None:
-        while not self._waiting.empty():
-            seq = self._waiting.get_nowait()
-            if seq is not None:
-                seq.post(Delta("", finish_reason="abort"))
-
-    def _run(self, seq: _Sequence) -> None:
-        ids = torch.tensor([seq.request.prompt_token_ids], device=self.device)
-        logits = self._forward(seq, ids)
-        while True:
-            if seq.aborted or self._closed:
-                seq.post(Delta("", finish_reason="abort"))
-                return
-            if self._step(seq, logits):
-                return
-            logits = self._forward(seq, torch.tensor([[seq.last_token]], device=self.device))
-
-    def _forward(self, seq: _Sequence, input_ids: torch.Tensor) -> torch.Tensor:
-        kwargs = {self._cache_kw: seq.cache}
-        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **kwargs)
-        cache = getattr(out, "cache", None)
-        seq.cache = cache if cache is not None else out.past_key_values
-        return out.logits[0, -1]
-
-    def _step(self, seq: _Sequence, logits: torch.Tensor) -> bool:
-        """Sample one token, post its delta; True when the request finished."""
-        token = seq.sampler.next_token(logits)
-        seq.generated += 1
-        seq.last_token = token
-        params = seq.request.params
-        finish: FinishReason | None = None
-        stop_reason: str | int | None = None
-        if token in params.stop_token_ids:
-            finish, stop_reason = "stop", token
-        elif token in self.eos_ids and not params.ignore_eos:
-            finish = "stop"
-        text = "" if finish else seq.stops.push(seq.detok.push(token))
-        if seq.stops.matched is not None:
-            finish, stop_reason = "stop", seq.stops.matched
-        elif finish is None and seq.generated >= seq.max_tokens:
-            finish = "length"
-        if finish is not None and seq.stops.matched is None:
-            text += seq.stops.push(seq.detok.flush()) + seq.stops.flush()
-        first = seq.generated == 1
-        prompt_tokens = len(seq.request.prompt_token_ids) if first else None
-        seq.post(Delta(text, 1, finish, prompt_tokens=prompt_tokens, stop_reason=stop_reason))
-        return finish is not None
+            with torch.inference_mode():
+                sched.admit()
+                sched.step()

@@ -119,6 +119,14 @@ class GenerationRequest:
     params: SamplingParams
     request_id: str = field(default_factory=new_request_id)
     prompt_text: str | None = None
+    #: Stops the prompt format needs (e.g. the plain template's "\nUser:"); they do not count
+    #: against the user's limit of stop sequences.
+    extra_stops: tuple[str, ...] = ()
+
+    @property
+    def all_stops(self) -> tuple[str, ...]:
+        """The user's stop strings plus the format's, without duplicates."""
+        return tuple(dict.fromkeys((*self.params.stop, *self.extra_stops)))
 
 
 @dataclass(frozen=True)

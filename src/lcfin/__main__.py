@@ -1,0 +1,5 @@
+"""`python -m lcfin` runs the CLI."""
+
+from lcfin.cli import main
+
+main()

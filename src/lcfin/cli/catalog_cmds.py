@@ -1,0 +1,151 @@
+"""`lcfin models`, `profiles`, `plan`, `download`: the catalog and the memory planner."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lcfin.cli.options import JsonOpt, ProfileOpt, err, out, print_json
+from lcfin.errors import EXIT_DOES_NOT_FIT, LcfinError
+
+# The core is imported inside each command, so `lcfin --help` stays fast (S2).
+
+__all__ = ["register"]
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def models(json_out: JsonOpt = False) -> None:
+    """List the model catalog: repo, size, cached on disk, and which profiles it fits."""
+    from lcfin import Settings, is_cached, list_models, list_profiles, plan_memory
+    from lcfin.engine.types import DEMO_NOTICE
+
+    settings = Settings()
+    profiles = list_profiles(settings.catalog)
+    rows: list[dict[str, Any]] = []
+    for alias, spec in list_models(settings.catalog).items():
+        fits: dict[str, bool | None] = {}
+        for pname, profile in profiles.items():
+            try:
+                fits[pname] = plan_memory(spec, profile).fits
+            except LcfinError:
+                fits[pname] = None
+        rows.append(
+            {
+                "alias": alias,
+                "repo_id": spec.repo_id,
+                "params": spec.param_count(),
+                "demo": spec.demo,
+                "description": spec.description,
+                "cached": is_cached(spec, settings),
+                "fits": fits,
+            }
+        )
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title="lcfin model catalog")
+    for col in ("alias", "repo", "params", "cached", "fits profiles"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        alias = f"{row['alias']} [yellow](demo)[/]" if row["demo"] else str(row["alias"])
+        fitting = ", ".join(p for p, ok in row["fits"].items() if ok) or "[red]none[/]"
+        cached = "yes" if row["cached"] else "no"
+        table.add_row(alias, str(row["repo_id"]), _params(row["params"]), cached, fitting)
+    out.print(table)
+    err.print(f"[dim]{DEMO_NOTICE}[/]")
+
+
+def profiles(json_out: JsonOpt = False) -> None:
+    """List the hardware profiles and the engine settings each one uses."""
+    from lcfin import Settings, list_profiles
+
+    settings = Settings()
+    items = list_profiles(settings.catalog)
+    if json_out:
+        print_json([p.model_dump() for p in items.values()])
+        return
+    table = Table(title="lcfin hardware profiles")
+    for col in "name backend GPUs util max-len eager no-c.a.r. dtype TP $/h".split():  # noqa: SIM905
+        table.add_column(col, overflow="fold")
+    for p in items.values():
+        gpu = (p.gpu_name or "GPU").removeprefix("NVIDIA ").split()[0]
+        gpus = f"{p.gpu_count}x {gpu}" if p.gpu_count else "none"
+        table.add_row(
+            p.name, p.backend, gpus, f"{p.gpu_memory_utilization:.2f}", str(p.max_model_len),
+            str(p.enforce_eager), str(p.disable_custom_all_reduce), p.dtype,
+            str(p.tensor_parallel_size), f"{p.hourly_cost_usd:.2f}",
+        )  # fmt: skip
+    err.print("[dim]no c.a.r. = disable_custom_all_reduce; TP = tensor parallel size[/]")
+    out.print(table)
+
+
+def plan(
+    model: Annotated[str, typer.Argument(help="Catalog alias, repo id or model directory.")],
+    profile: ProfileOpt = "auto",
+    max_model_len: Annotated[
+        int | None, typer.Option("--max-model-len", min=1, help="Context length to plan for.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show whether MODEL fits PROFILE: memory breakdown, verdict, concurrency (exit 3 if not)."""
+    from lcfin import Settings, load_profile, plan_memory
+
+    settings = Settings()
+    name = settings.profile_name if profile == "auto" else profile
+    result = plan_memory(model, load_profile(name, settings.catalog), max_model_len=max_model_len)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        table = Table(title=f"Memory plan: {result.model} on {result.profile}", show_header=False)
+        table.add_column(justify="left")
+        table.add_column(justify="right")
+        per = " per GPU" if result.tensor_parallel_size * result.pipeline_parallel_size > 1 else ""
+        for label, value in (
+            (f"budget{per}", result.budget_gib),
+            (f"weights{per}", result.weights_gib),
+            ("activations", result.activations_gib),
+            ("overhead (non-torch, CUDA graphs)", result.overhead_gib),
+            ("KV cache", result.kv_cache_gib),
+        ):
+            table.add_row(label, f"{value:.2f} GiB")
+        table.add_row("KV cache tokens", f"{result.kv_cache_tokens:,}")
+        table.add_row(
+            f"max concurrency at {result.max_model_len:,} tokens", f"{result.max_concurrency:.2f}x"
+        )
+        out.print(table)
+        colour = "green" if result.fits else "red"
+        out.print(f"[bold {colour}]{'fits' if result.fits else 'does not fit'}[/]: {result.reason}")
+    if not result.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def download(
+    model: Annotated[str, typer.Argument(help="Catalog alias or hub repo id.")],
+) -> None:
+    """Pre-fetch MODEL into the cache (HF_TOKEN_LC for LinguaCustodia repos, else HF_TOKEN)."""
+    from lcfin import Settings, download_model, get_model
+
+    settings = Settings()
+    spec = get_model(model, settings.catalog)
+    if spec.source_dir is not None:
+        err.print(f"{spec.name} is already on disk at {spec.source_dir}; nothing to download")
+        return
+    err.print(f"Downloading {spec.repo_id} into {settings.hub_cache} ...")
+    path = download_model(spec, settings)
+    err.print(f"[green]done[/]: {spec.name}")
+    out.print(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command()(models)
+    app.command()(profiles)
+    app.command()(plan)
+    app.command()(download)

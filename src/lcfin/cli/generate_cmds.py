@@ -1,0 +1,164 @@
+"""`lcfin ask` and `lcfin chat`: stream answers from a local model or a remote server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lcfin.cli.options import JsonOpt, ModelOpt, ProfileOpt, err, print_json
+from lcfin.engine.types import Completion, Delta, Message
+
+if TYPE_CHECKING:
+    from lcfin import FinancialLLM, Settings
+
+__all__ = ["register"]
+
+SystemOpt = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature", "-t", min=0.0, max=2.0, help="0 = greedy [default: the model's]."
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="Ask a running lcfin (or any OpenAI-compatible) server instead."),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="LCFIN_API_KEY", help="Bearer key for --url.", show_default=False
+    ),
+]
+
+
+def _quiet_local_load(model: str | None, settings: Settings) -> None:
+    """Hide the weight-loading bars for models already on disk; keep them for downloads."""
+    from lcfin import get_model, is_cached
+
+    name = model or settings.default_model or "demo"
+    try:
+        if is_cached(get_model(name, settings.catalog), settings):
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    except Exception:  # the real load reports naming problems properly
+        return
+
+
+def open_llm(model: str | None, profile: str) -> FinancialLLM:
+    """Load the model a command asked for (the default model when None)."""
+    from lcfin import FinancialLLM, Settings
+
+    settings = Settings()
+    _quiet_local_load(model, settings)
+    with err.status(f"Loading {model or 'the default model'} ..."):
+        return FinancialLLM(model, profile=profile, settings=settings)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _messages(question: str, system: str | None) -> list[Message]:
+    msgs: list[Message] = [{"role": "system", "content": system}] if system else []
+    return [*msgs, {"role": "user", "content": question}]
+
+
+def _ask_local(
+    llm: FinancialLLM, messages: list[Message], params: dict[str, Any], echo: bool
+) -> Completion:
+    final: Completion | None = None
+    for event in llm.stream_events(messages, **params):
+        if isinstance(event, Delta):
+            if echo and event.text:
+                _write(event.text)
+        else:
+            final = event
+    assert final is not None
+    return final
+
+
+def _ask_remote(
+    url: str, api_key: str | None, model: str | None, messages: list[Message],
+    params: dict[str, Any], echo: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from lcfin.cli.remote import RemoteResult, served_model, stream_chat
+
+    result = RemoteResult()
+    payload = {"model": model or served_model(url, api_key), "messages": messages, **params}
+    started, first, parts = time.perf_counter(), None, []
+    for text in stream_chat(url, payload, result, api_key=api_key):
+        first = first if first is not None else time.perf_counter() - started
+        parts.append(text)
+        if echo:
+            _write(text)
+    usage = result.usage or {}
+    return {
+        "text": "".join(parts),
+        "model": result.model,
+        "usage": usage,
+        "finish_reason": result.finish_reason,
+        "timings": {"time_to_first_token_s": first, "total_s": time.perf_counter() - started},
+    }
+
+
+def _local_json(done: Completion) -> dict[str, Any]:
+    return {
+        "text": done.text,
+        "model": done.model,
+        "usage": {
+            "prompt_tokens": done.usage.prompt_tokens,
+            "completion_tokens": done.usage.completion_tokens,
+            "total_tokens": done.usage.total_tokens,
+        },
+        "finish_reason": done.finish_reason,
+        "timings": {
+            "time_to_first_token_s": done.timings.time_to_first_token_s,
+            "total_s": done.timings.total_s,
+            "decode_tokens_per_s": done.decode_tokens_per_s,
+        },
+    }
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to ask.")],
+    model: ModelOpt = None,
+    profile: ProfileOpt = "auto",
+    system: SystemOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ask one question and stream the answer (locally, or from a server with --url)."""
+    params = {
+        k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
+    }
+    messages = _messages(question, system)
+    if url:
+        data = _ask_remote(url, api_key, model, messages, params, echo=not json_out)
+    else:
+        with open_llm(model, profile) as llm:
+            data = _local_json(_ask_local(llm, messages, params, echo=not json_out))
+    if json_out:
+        print_json(data)
+    else:
+        _write("\n")
+        if data["finish_reason"] == "length":
+            err.print("[dim](stopped at max tokens; raise --max-tokens for more)[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    from lcfin.cli.repl import chat
+
+    app.command()(ask)
+    app.command()(chat)

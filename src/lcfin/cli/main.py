@@ -1,0 +1,93 @@
+"""The Typer app and `main()`: errors become one red line plus an exit code (STYLE S10).
+
+`LcfinError` -> `error: <message>` (+ hint) on stderr and `exc.exit_code`; Ctrl-C -> 130;
+anything else -> "internal error" and 1, or the traceback with `--debug` / `LCFIN_DEBUG=1`.
+The mapping lives in the app's group class, so `CliRunner` tests see the same exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from lcfin.errors import EXIT_ERROR, EXIT_INTERRUPTED, LcfinError
+
+__all__ = ["app", "main"]
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are wanted (`--debug` or LCFIN_DEBUG=1)."""
+    return os.environ.get("LCFIN_DEBUG", "") not in ("", "0", "false") or "--debug" in sys.argv
+
+
+class LcfinGroup(TyperGroup):
+    """Maps lcfin errors and Ctrl-C to messages and exit codes, once for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LcfinError as exc:
+            if debug_enabled():
+                raise
+            err.print(f"[bold red]error:[/] {exc.message}")
+            if exc.hint:
+                err.print(f"[dim]hint: {exc.hint}[/]")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+app = typer.Typer(
+    name="lcfin",
+    cls=LcfinGroup,
+    help="Serve and use LinguaCustodia's financial LLMs (vLLM on GPUs, Transformers anywhere).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs on stderr."),
+) -> None:
+    """lcfin: financial LLMs as a library, a CLI and an OpenAI-compatible server."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lcfin").setLevel(level)
+    if debug:
+        os.environ["LCFIN_DEBUG"] = "1"
+
+
+def _register_commands() -> None:
+    from lcfin.cli import catalog_cmds, generate_cmds, serve_cmds, system_cmds
+
+    for module in (serve_cmds, generate_cmds, catalog_cmds, system_cmds):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Entry point of the `lcfin` console script."""
+    try:
+        app()
+    except Exception as exc:  # anything LcfinGroup did not map is a bug: say so briefly
+        if debug_enabled():
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "[dim]set LCFIN_DEBUG=1 (or pass --debug) for the traceback[/]"
+        )
+        sys.exit(EXIT_ERROR)
