@@ -41,3 +41,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/ and this file."""
     install_project(session)
     session.run("mypy", "src", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput benchmark against the static-batch ceiling and `transformers serve`."""
+    install_project(session, "dev,bench")
+    session.run("python", "benchmarks/run.py", *session.posargs)

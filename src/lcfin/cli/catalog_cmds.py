@@ -51,7 +51,9 @@ def models(json_out: JsonOpt = False) -> None:
         print_json(rows)
         return
     table = Table(title="lcfin model catalog")
-    for col in ("alias", "repo", "params", "cached", "fits profiles"):
+    widest = max(len(str(r["alias"])) for r in rows) + len(" (demo)")
+    table.add_column("alias", no_wrap=True, min_width=widest)  # names stay whole
+    for col in ("repo", "params", "cached", "fits profiles"):
         table.add_column(col, overflow="fold")
     for row in rows:
         alias = f"{row['alias']} [yellow](demo)[/]" if row["demo"] else str(row["alias"])
@@ -72,7 +74,8 @@ def profiles(json_out: JsonOpt = False) -> None:
         print_json([p.model_dump() for p in items.values()])
         return
     table = Table(title="lcfin hardware profiles")
-    for col in "name backend GPUs util max-len eager no-c.a.r. dtype TP $/h".split():  # noqa: SIM905
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in items))
+    for col in "backend GPUs util max-len eager no-c.a.r. dtype TP $/h".split():  # noqa: SIM905
         table.add_column(col, overflow="fold")
     for p in items.values():
         gpu = (p.gpu_name or "GPU").removeprefix("NVIDIA ").split()[0]

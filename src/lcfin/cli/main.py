@@ -70,9 +70,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from lcfin.cli import catalog_cmds, generate_cmds, serve_cmds, system_cmds
+    from lcfin.cli import bench_cmds, catalog_cmds, generate_cmds, serve_cmds, system_cmds
 
-    for module in (serve_cmds, generate_cmds, catalog_cmds, system_cmds):
+    for module in (serve_cmds, generate_cmds, catalog_cmds, bench_cmds, system_cmds):
         module.register(app)
 
 

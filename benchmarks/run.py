@@ -1,0 +1,334 @@
+"""lcfin throughput benchmark: one run, one machine, every contender on the same model and load.
+
+    python benchmarks/run.py [--shape llama-25m|deep-narrow|qwen3] [--quick] [--skip-peer]
+
+Builds a random-weight model (no hub), then measures side by side:
+  a) raw `model.generate`: one request at a time, and one static padded batch (the ceiling);
+  b) FinancialLLM in-process with N concurrent callers (burst), one request alone, and staggered
+     arrivals (a new request every 50 ms);
+  c) `lcfin serve` over HTTP with lcfin's load generator (`lcfin bench`);
+  d) `transformers serve`, with and without --continuous-batching, under the same load.
+Prints a table and writes JSON to benchmarks/results/. Needs `pip install -e '.[dev,bench]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # tests.tiny_models builds the tokenizer
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama-25m": {
+        "arch": "llama",
+        "hidden_size": 512,
+        "intermediate_size": 1376,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+    },
+    "deep-narrow": {
+        "arch": "llama",
+        "hidden_size": 256,
+        "intermediate_size": 688,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "qwen3": {
+        "arch": "qwen3",
+        "hidden_size": 384,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+    },
+}
+PROMPT = "Explain the liquidity coverage ratio, Basel III capital buffers and question {i}"
+
+
+def build(shape: str, directory: Path) -> Path:
+    """Save the benchmark model (random weights, local tokenizer) into `directory`."""
+    import transformers as tf
+    from tests.tiny_models import build_tokenizer
+
+    if (directory / "config.json").exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(directory)
+    dims = dict(SHAPES[shape])
+    arch = dims.pop("arch")
+    cls = tf.Qwen3Config if arch == "qwen3" else tf.LlamaConfig
+    eos = tok.convert_tokens_to_ids("<|end|>")  # type: ignore[attr-defined]
+    config = cls(
+        vocab_size=len(tok),
+        max_position_embeddings=1024,
+        eos_token_id=eos,
+        bos_token_id=1,
+        pad_token_id=0,
+        **dims,
+    )  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    return directory
+
+
+def raw_generate(model_dir: Path, n: int, max_tokens: int) -> dict[str, float]:
+    """tokens/s of model.generate one by one and as one static left-padded batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    prompts = [PROMPT.format(i=i) for i in range(n)]
+    kw = {
+        "max_new_tokens": max_tokens,
+        "min_new_tokens": max_tokens,
+        "do_sample": False,
+        "pad_token_id": 0,
+    }
+    model.generate(
+        **tok(prompts[:2], return_tensors="pt", padding=True),
+        **{**kw, "max_new_tokens": 4, "min_new_tokens": 4},
+    )
+    started = time.perf_counter()
+    for p in prompts[:4]:
+        model.generate(**tok([p], return_tensors="pt"), **kw)
+    single = 4 * max_tokens / (time.perf_counter() - started)
+    started = time.perf_counter()
+    model.generate(**tok(prompts, return_tensors="pt", padding=True), **kw)
+    batch = n * max_tokens / (time.perf_counter() - started)
+    return {"generate_one_by_one_tok_s": single, "generate_static_batch_tok_s": batch}
+
+
+def in_process(model_dir: Path, n: int, max_tokens: int) -> dict[str, float]:
+    """FinancialLLM: N concurrent requests, one alone, and staggered arrivals."""
+    from lcfin import FinancialLLM, Settings
+
+    llm = FinancialLLM(str(model_dir), profile="cpu", settings=Settings())
+    kw = {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+
+    async def burst() -> float:
+        started = time.perf_counter()
+        done = await asyncio.gather(*(llm.acomplete(PROMPT.format(i=i), **kw) for i in range(n)))
+        return sum(c.usage.completion_tokens for c in done) / (time.perf_counter() - started)
+
+    async def staggered() -> dict[str, float]:
+        async def late(i: int) -> Any:
+            await asyncio.sleep(0.05 * i)
+            return await llm.acomplete(PROMPT.format(i=i), **kw)
+
+        done = await asyncio.gather(*(late(i) for i in range(n)))
+        ttfts = [c.timings.time_to_first_token_s or 0 for c in done]
+        totals = [c.timings.total_s for c in done]
+        return {"staggered_ttft_max_s": max(ttfts), "staggered_total_max_s": max(totals)}
+
+    async def single() -> float:
+        started = time.perf_counter()
+        done = await llm.acomplete(PROMPT.format(i=0), **kw)
+        return done.usage.completion_tokens / (time.perf_counter() - started)
+
+    async def run() -> dict[str, float]:
+        await burst()  # warm
+        out = {"lcfin_inprocess_burst_tok_s": await burst()}
+        out["lcfin_inprocess_single_tok_s"] = await single()
+        done = await llm.acomplete(PROMPT.format(i=0), max_tokens=1, temperature=0)
+        out["lcfin_inprocess_ttft_s"] = done.timings.time_to_first_token_s or 0.0
+        out.update(await staggered())
+        return out
+
+    try:
+        return asyncio.run(run())
+    finally:
+        llm.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def http_load(
+    base: str, model: str | None, n: int, max_tokens: int, ignore_eos: bool
+) -> dict[str, Any]:
+    """Steady load (2n requests, n at a time) after a warm-up burst of n, and a single request."""
+    from lcfin.loadgen import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        url=base,
+        model=model,
+        requests=2 * n,
+        concurrency=n,
+        max_tokens=max_tokens,
+        ignore_eos=ignore_eos,
+        warmup=n,
+        timeout_s=900,
+    )
+    steady = asyncio.run(run_bench(cfg))
+    one = asyncio.run(
+        run_bench(
+            BenchConfig(
+                url=base,
+                model=model,
+                requests=3,
+                concurrency=1,
+                max_tokens=max_tokens,
+                ignore_eos=ignore_eos,
+                warmup=1,
+            )
+        )
+    )
+    return {
+        "tok_s": steady.output_tokens_per_s,
+        "ttft_p50_s": steady.ttft_s["p50"],
+        "itl_p50_s": steady.itl_s["p50"],
+        "errors": steady.errors,
+        "single_ttft_p50_s": one.ttft_s["p50"],
+        "single_tok_s": one.output_tokens_per_s,
+    }
+
+
+def served(
+    cmd: list[str],
+    health: str,
+    base: str,
+    model: str | None,
+    n: int,
+    max_tokens: int,
+    ignore_eos: bool,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Start a server, load it, stop it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait(health, proc)
+        return http_load(base, model, n, max_tokens, ignore_eos)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-25m")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--skip-peer", action="store_true", help="skip transformers serve")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    model_dir = build(args.shape, ROOT / "models" / args.shape)
+    n, mt = args.requests, args.max_tokens
+    results: dict[str, Any] = {"shape": args.shape, "requests": n, "max_tokens": mt}
+    results.update(raw_generate(model_dir, n, mt))
+    results.update(in_process(model_dir, n, mt))
+    port = _free_port()
+    lcfin_cmd = [
+        sys.executable,
+        "-m",
+        "lcfin",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--profile",
+        "cpu",
+    ]
+    base = f"http://127.0.0.1:{port}"
+    results["lcfin_serve"] = served(lcfin_cmd, f"{base}/health/ready", base, None, n, mt, True, env)
+    if not args.skip_peer:
+        for cb in (False, True):
+            port = _free_port()
+            cmd = [
+                "transformers",
+                "serve",
+                str(model_dir),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ]
+            cmd.append("--continuous-batching" if cb else "--no-continuous-batching")
+            peer_base = f"http://127.0.0.1:{port}"
+            key = "transformers_serve_cb" if cb else "transformers_serve"
+            results[key] = served(
+                cmd, f"{peer_base}/health", peer_base, str(model_dir), n, mt, False, env
+            )
+    results["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+    import transformers
+
+    results["machine"]["transformers"] = transformers.__version__
+    _print(results)
+    out = ROOT / "results" / f"{args.shape}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def _print(r: dict[str, Any]) -> None:
+    ceiling = r["generate_static_batch_tok_s"]
+    rows = [
+        ("generate, one by one", r["generate_one_by_one_tok_s"]),
+        ("generate, static batch (ceiling)", ceiling),
+        ("lcfin in-process, burst", r["lcfin_inprocess_burst_tok_s"]),
+        ("lcfin in-process, single", r["lcfin_inprocess_single_tok_s"]),
+        ("lcfin serve, steady", r["lcfin_serve"]["tok_s"]),
+    ]
+    for key, label in (
+        ("transformers_serve", "transformers serve"),
+        ("transformers_serve_cb", "transformers serve --continuous-batching"),
+    ):
+        if key in r:
+            rows.append((label + ", steady", r[key]["tok_s"]))
+    print(f"\n{r['shape']}: {r['requests']} requests x {r['max_tokens']} tokens")
+    print(f"{'contender':45} {'tok/s':>9} {'x ceiling':>10}")
+    for label, value in rows:
+        print(f"{label:45} {value:9.1f} {value / ceiling:10.2f}")
+    for key in ("lcfin_serve", "transformers_serve", "transformers_serve_cb"):
+        if key in r:
+            print(f"{key:45} TTFT p50 {r[key]['ttft_p50_s']:.3f}s  errors {r[key]['errors']}")
+
+
+if __name__ == "__main__":
+    main()

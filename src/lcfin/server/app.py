@@ -1,0 +1,146 @@
+"""`create_app(llm, settings)`: the Starlette app, its middleware, and errors mapped once (S9).
+
+- `LcfinError` -> its status and the OpenAI envelope (`ModelLoading`/`RateLimited` add Retry-After).
+- pydantic `ValidationError` -> 400 invalid_request_error, `param` from the error location.
+- `HTTPException` -> the same envelope with its status.
+- anything else -> 500 server_error naming the request id; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
+from lcfin.server import admin, docs, openai
+from lcfin.server.context import RequestIdMiddleware, current_request_id
+from lcfin.server.security import AuthMiddleware, BodyLimitMiddleware
+
+if TYPE_CHECKING:
+    from lcfin import FinancialLLM, Settings
+
+__all__ = ["create_app", "error_body"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+async def _lcfin_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LcfinError)
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, BackendUnavailable):  # ModelLoading included: come back shortly
+        headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
+    if exc.http_status >= 500 and not isinstance(exc, BackendUnavailable):
+        log.warning("%s: %s", type(exc).__name__, exc)
+    else:
+        log.info(
+            "%s %s -> %d %s", request.method, request.url.path, exc.http_status, exc.openai_code
+        )
+    return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "json-")))]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    first = exc.errors()[0]
+    param = _param(tuple(first["loc"]))
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    body = error_body(message, "invalid_request_error", param, "invalid_value")
+    return JSONResponse(body, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+    code = "not_found" if exc.status_code == 404 else None
+    return JSONResponse(
+        error_body(str(exc.detail), kind, None, code),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    rid = current_request_id()
+    log.error(
+        "Unhandled error in %s %s (request %s)", request.method, request.url.path, rid, exc_info=exc
+    )
+    message = f"The server had an error while processing your request (request id {rid})"
+    return JSONResponse(error_body(message, "server_error"), status_code=500)
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    stack = [Middleware(RequestIdMiddleware)]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["x-request-id", "retry-after"],
+            )
+        )
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    stack.append(Middleware(AuthMiddleware, api_keys=settings.api_key_list(), admin_key=admin_key))
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    return stack
+
+
+def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
+    """The lcfin server over `llm`; it loads `llm.initial_model` at start-up if none is loaded."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if llm.status().model is None:
+            task = asyncio.create_task(admin.load_in_background(llm, llm.initial_model))
+        yield
+        if task is not None and not task.done():
+            task.cancel()
+
+    app = Starlette(
+        routes=[*openai.routes(), *admin.routes(), *docs.routes()],
+        middleware=_middleware(settings),
+        exception_handlers={
+            LcfinError: _lcfin_error,
+            ValidationError: _validation_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.llm = llm
+    app.state.settings = settings
+    app.state.started = time.time()
+    return app

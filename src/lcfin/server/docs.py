@@ -1,0 +1,124 @@
+"""GET /openapi.json (built from the protocol models) and GET /docs (Swagger UI over it)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from lcfin.server import protocol as p
+
+__all__ = ["openapi_document", "routes"]
+
+_SCHEMA_MODELS: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+    (p.ChatCompletionRequest, "validation"),
+    (p.ChatCompletionResponse, "serialization"),
+    (p.ChatCompletionChunk, "serialization"),
+    (p.CompletionRequest, "validation"),
+    (p.CompletionResponse, "serialization"),
+    (p.CompletionChunk, "serialization"),
+    (p.ModelList, "serialization"),
+    (p.ErrorResponse, "serialization"),
+    (p.InferenceRequest, "validation"),
+]
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _op(
+    summary: str, request: str | None, response: str, stream: str | None = None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {_JSON: {"schema": _ref(response)}}
+    if stream:
+        content["text/event-stream"] = {
+            "schema": {
+                "type": "string",
+                "description": f"SSE: `data: <{stream}>` ... `data: [DONE]`",
+            }
+        }
+    errors = {"$ref": "#/components/responses/Error"}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": {"description": "OK", "content": content}, "default": errors},
+    }
+    if request:
+        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": _ref(request)}}}
+    return op
+
+
+def _plain(summary: str) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": {"description": "OK"}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the server."""
+    _, defs = models_json_schema(_SCHEMA_MODELS, ref_template="#/components/schemas/{model}")
+    chat = _op(
+        "Chat completion", "ChatCompletionRequest", "ChatCompletionResponse", "ChatCompletionChunk"
+    )
+    text = _op("Text completion", "CompletionRequest", "CompletionResponse", "CompletionChunk")
+    inference = _op("Seed-style inference", "InferenceRequest", "ErrorResponse")
+    inference["responses"]["200"] = {"description": "response, model_used, usage, timings"}
+    paths = {
+        "/v1/chat/completions": {"post": chat},
+        "/v1/completions": {"post": text},
+        "/v1/models": {"get": _op("Served and switchable models", None, "ModelList")},
+        "/health": {"get": _plain("Liveness and state (always 200)")},
+        "/health/ready": {"get": _plain("200 when a model is ready, else 503 + Retry-After")},
+        "/models": {"get": _plain("Current model and the catalog")},
+        "/load-model": {"post": _plain("Switch model in the background (?model_name=..., admin)")},
+        "/loading-status": {"get": _plain("idle / loading / ready / failed")},
+        "/inference": {"post": inference},
+    }
+    error = {
+        "description": "OpenAI error envelope",
+        "content": {_JSON: {"schema": _ref("ErrorResponse")}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "lcfin", "version": "0.1.0", "description": "OpenAI-compatible LLM API"},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "responses": {"Error": error},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    """GET /openapi.json."""
+    return JSONResponse(openapi_document())
+
+
+SWAGGER = """<!doctype html>
+<html><head><title>lcfin API</title><meta charset="utf-8">
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
+<noscript>The API description is at <a href="openapi.json">openapi.json</a>.</noscript>
+</body></html>
+"""
+
+
+async def swagger(request: Request) -> Response:
+    """GET /docs: Swagger UI (loaded from a CDN) over /openapi.json."""
+    return HTMLResponse(SWAGGER)
+
+
+def routes() -> list[Route]:
+    """The API description routes."""
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", swagger, methods=["GET"]),
+    ]

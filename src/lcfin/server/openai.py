@@ -1,0 +1,261 @@
+"""/v1/chat/completions, /v1/completions and /v1/models: parse, call the core, render (S6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from lcfin.engine.types import Completion, Delta
+from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
+from lcfin.server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    UsageInfo,
+    _TextChoice,
+    chunk_id,
+    wire_finish,
+)
+from lcfin.server.streaming import (
+    ClientGone,
+    merge_streams,
+    prime,
+    sse,
+    sse_done,
+    sse_error,
+    unless_disconnected,
+)
+
+if TYPE_CHECKING:
+    from lcfin import FinancialLLM, Settings
+
+__all__ = ["read_json", "routes", "served_model"]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 when it is not one)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidParameter("The request body is not valid JSON", param="body") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("The request body must be a JSON object", param="body")
+    return body
+
+
+def served_model(llm: FinancialLLM, requested: str) -> str:
+    """Check that `requested` names the model being served.
+
+    Raises:
+        ModelLoading: that model (or any, when none serves yet) is loading.
+        ModelNotFound: another model is served; the message names it.
+    """
+    st = llm.status()
+    if requested and requested in {st.model, st.repo_id}:
+        return requested
+    if st.loading_model is not None and (st.model is None or requested == st.loading_model):
+        raise ModelLoading(f"Model {st.loading_model} is loading; retry shortly", retry_after=5)
+    if st.model is None:
+        failed = f": the last load failed ({st.error})" if st.error else ""
+        raise BackendUnavailable(
+            f"No model is loaded{failed}", hint="load one with POST /load-model?model_name=..."
+        )
+    serving = f"this server serves '{st.model}'" if st.model else "no model is loaded"
+    raise ModelNotFound(
+        f"The model '{requested}' is not being served; {serving}",
+        param="model",
+        model=requested,
+        hint="use a model id from GET /v1/models, or load another with POST /load-model",
+    )
+
+
+def _choice_kwargs(kwargs: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """One kwargs dict per choice: seeded requests get seed, seed+1, ... so choices differ."""
+    seed = kwargs.get("seed")
+    return [{**kwargs, "seed": seed + i} if seed is not None else kwargs for i in range(n)]
+
+
+async def _collect(streams: list[AsyncIterator[Delta | Completion]]) -> list[Completion]:
+    async def final(stream: AsyncIterator[Delta | Completion]) -> Completion:
+        result = None
+        async for event in stream:
+            if isinstance(event, Completion):
+                result = event
+        assert result is not None
+        return result
+
+    return list(await asyncio.gather(*(final(s) for s in streams)))
+
+
+def _include_usage(request: Request, wanted: bool) -> bool:
+    settings: Settings = request.app.state.settings
+    return wanted or settings.force_include_usage
+
+
+async def _stream_response(
+    request: Request, events: AsyncIterator[tuple[int, Delta | Completion]], render: Any
+) -> Response:
+    """Start the SSE response once the first event is in (so early errors get a status)."""
+    try:
+        _, events = await prime(events)
+    except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
+        return Response(status_code=204)
+
+    async def body() -> AsyncIterator[str]:
+        rid = request.scope.get("state", {}).get("request_id", "-")
+        try:
+            async for line in render(events):
+                yield line
+        except Exception as exc:  # after the first byte the status cannot change: an event
+            yield sse_error(exc, rid)
+        yield sse_done()
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def chat_completions(request: Request) -> Response:
+    """POST /v1/chat/completions."""
+    req = ChatCompletionRequest.model_validate(await read_json(request))
+    req.check_supported()
+    llm: FinancialLLM = request.app.state.llm
+    model = served_model(llm, req.model)
+    rid = chunk_id("chatcmpl")
+    streams = [
+        llm.astream_events(
+            req.core_messages(), truncate=False, endpoint="/v1/chat/completions",
+            request_id=f"{rid}-{i}" if req.n > 1 else rid, **kw,
+        )
+        for i, kw in enumerate(_choice_kwargs(req.sampling_kwargs(None), req.n))
+    ]  # fmt: skip
+    if not req.stream:
+        try:
+            done = await unless_disconnected(request, _collect(streams))
+        except ClientGone:
+            return Response(status_code=499)
+        return JSONResponse(ChatCompletionResponse.from_completions(rid, model, done).model_dump())
+    usage_wanted = _include_usage(request, req.include_usage)
+    created = int(time.time())
+
+    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
+        for i in range(req.n):
+            yield sse(ChatCompletionChunk.text(rid, created, model, i, role=True, content=""))
+        finals: list[Completion] = []
+        async for index, event in events:
+            if isinstance(event, Delta):
+                if event.text:
+                    yield sse(
+                        ChatCompletionChunk.text(rid, created, model, index, content=event.text)
+                    )
+            else:
+                finals.append(event)
+                finish = wire_finish(event.finish_reason)
+                yield sse(ChatCompletionChunk.text(rid, created, model, index, finish=finish))
+        if usage_wanted and finals:
+            usage = UsageInfo.of(
+                finals[0].usage.prompt_tokens, sum(f.usage.completion_tokens for f in finals)
+            )
+            yield sse(
+                ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
+            )
+
+    return await _stream_response(request, merge_streams(streams), render)
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
+    req = CompletionRequest.model_validate(await read_json(request))
+    req.check_supported()
+    llm: FinancialLLM = request.app.state.llm
+    model = served_model(llm, req.model)
+    rid = chunk_id("cmpl")
+    kwargs = req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS)
+    streams = [
+        llm.astream_events(
+            prompt=prompt, endpoint="/v1/completions", request_id=f"{rid}-{p}-{i}", **kw
+        )
+        for p, prompt in enumerate(req.prompts())
+        for i, kw in enumerate(_choice_kwargs(kwargs, req.n))
+    ]
+    if not req.stream:
+        try:
+            done = await unless_disconnected(request, _collect(streams))
+        except ClientGone:
+            return Response(status_code=499)
+        body = CompletionResponse.from_completions(rid, model, done, req.n)
+        return JSONResponse(body.model_dump())
+    usage_wanted = _include_usage(request, req.include_usage)
+    created = int(time.time())
+
+    def chunk(index: int, text: str, finish: str | None) -> str:
+        choice = _TextChoice(index=index, text=text, finish_reason=finish)
+        return sse(CompletionChunk(id=rid, created=created, model=model, choices=[choice]))
+
+    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
+        finals: dict[int, Completion] = {}
+        async for index, event in events:
+            if isinstance(event, Delta):
+                if event.text:
+                    yield chunk(index, event.text, None)
+            else:
+                finals[index] = event
+                yield chunk(index, "", wire_finish(event.finish_reason))
+        if usage_wanted and finals:
+            ordered = [finals[i] for i in sorted(finals)]
+            prompt_tokens = sum(f.usage.prompt_tokens for f in ordered[:: req.n])
+            usage = UsageInfo.of(prompt_tokens, sum(f.usage.completion_tokens for f in ordered))
+            yield sse(
+                CompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
+            )
+
+    return await _stream_response(request, merge_streams(streams), render)
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models: the served model first, then the catalog models it could switch to."""
+    from lcfin import list_models as catalog
+
+    llm: FinancialLLM = request.app.state.llm
+    settings: Settings = request.app.state.settings
+    st = llm.status()
+    created = int(request.app.state.started)
+    cards = []
+    specs = catalog(settings.catalog)
+    if st.model is not None:
+        spec = specs.get(st.model)
+        cards.append(
+            ModelCard(
+                id=st.model, created=created, loaded=True, max_model_len=st.max_model_len,
+                demo=bool(spec and spec.demo), description=spec.description if spec else "",
+            )
+        )  # fmt: skip
+    for alias, spec in specs.items():
+        if alias != st.model:
+            cards.append(
+                ModelCard(id=alias, created=created, demo=spec.demo, description=spec.description)
+            )
+    return JSONResponse(ModelList(data=cards).model_dump())
+
+
+def routes() -> list[Route]:
+    """The OpenAI-compatible routes."""
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ]

@@ -1,0 +1,126 @@
+"""SSE framing, merging the streams of n choices, and racing work against a client disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from lcfin.engine.types import Completion, Delta
+from lcfin.errors import LcfinError
+
+__all__ = [
+    "ClientGone",
+    "merge_streams",
+    "prime",
+    "sse",
+    "sse_done",
+    "sse_error",
+    "unless_disconnected",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Event = Delta | Completion
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the answer was ready."""
+
+
+def sse(chunk: BaseModel) -> str:
+    """One `data: {json}` SSE event (None fields kept, as OpenAI sends them)."""
+    return f"data: {chunk.model_dump_json()}\n\n"
+
+
+def sse_error(exc: Exception, request_id: str) -> str:
+    """The error event sent when a stream fails after its first byte."""
+    if isinstance(exc, LcfinError):
+        body: dict[str, Any] = exc.to_openai()
+    else:
+        message = f"The server had an error while streaming (request id {request_id})"
+        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def sse_done() -> str:
+    """The stream's last event."""
+    return "data: [DONE]\n\n"
+
+
+async def merge_streams(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
+    """Interleave the events of n streams as they come, tagged with their index."""
+    if len(streams) == 1:
+        async for event in streams[0]:
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Event]) -> None:
+        try:
+            async for event in stream:
+                await queue.put((index, event))
+            await queue.put((index, None))
+        except BaseException as exc:  # hand every failure to the consumer
+            await queue.put((index, exc))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def prime(events: AsyncIterator[T]) -> tuple[T, AsyncIterator[T]]:
+    """Get the first event before the response starts, so early errors get a real status."""
+    first = await events.__anext__()
+
+    async def rest() -> AsyncIterator[T]:
+        yield first
+        async for event in events:
+            yield event
+
+    return first, rest()
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (which aborts the generation) if the client disconnects.
+
+    Raises:
+        ClientGone: the client left first.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def listen() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(listen())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+    if task in done:
+        return task.result()
+    await asyncio.gather(task, return_exceptions=True)
+    log.info("Client disconnected; generation aborted")
+    raise ClientGone

@@ -1,0 +1,298 @@
+"""The seed-compatible admin routes: health, models, switching, /inference and the API docs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lcfin import list_models
+from tests.server.schemas import assert_valid
+from tests.server.support import PROMPT, LoadGate, Serve, Served, wait_loaded
+
+pytestmark = pytest.mark.asyncio
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert_valid(response.json(), "ErrorResponse")
+    error = response.json()["error"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+async def load_model(served: Served, name: str, **kw: Any) -> httpx.Response:
+    return await served.client.post("/load-model", params={"model_name": name}, **kw)
+
+
+# -- health ---------------------------------------------------------------------------------
+
+
+async def test_health_reports_the_served_model(server: Served):
+    r = await server.client.get("/health")
+
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "healthy"
+    assert body["model_loaded"] is True
+    assert body["current_model"] == server.model
+    assert body["backend"] == "transformers"
+    assert body["profile"] == "cpu"
+    assert body["gpu_available"] is False
+    assert isinstance(body["uptime"], int | float)
+    assert body["uptime"] >= 0
+    assert isinstance(body["version"], str)
+    assert body["version"]
+
+
+async def test_ready_is_200_when_a_model_serves(server: Served):
+    r = await server.client.get("/health/ready")
+
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready"}
+
+
+async def test_ready_is_503_with_retry_after_without_a_model(serve: Serve):
+    server = await serve(load=False)  # no lifespan under ASGITransport: nothing loads it
+
+    ready = await server.client.get("/health/ready")
+    health = await server.client.get("/health")
+
+    assert ready.status_code == 503
+    assert int(ready.headers["retry-after"]) > 0
+    assert ready.json()["status"] == "starting"
+    assert health.status_code == 200
+    assert health.json()["model_loaded"] is False
+    assert health.json()["current_model"] is None
+    assert health.json()["status"] == "starting"
+
+
+async def test_inference_without_a_model_is_503(serve: Serve):
+    server = await serve(load=False)
+
+    r = await server.client.post("/inference", json={"prompt": PROMPT, "max_new_tokens": 2})
+
+    assert_error(r, 503, code="backend_unavailable")
+
+
+async def test_chat_without_a_model_is_503_backend_unavailable(serve: Serve):
+    server = await serve(load=False)
+
+    r = await server.client.post(
+        "/v1/chat/completions",
+        json={"model": "anything", "messages": [{"role": "user", "content": PROMPT}]},
+    )
+
+    error = assert_error(r, 503)
+    assert error["code"] in {"backend_unavailable", "model_loading"}
+
+
+# -- /models --------------------------------------------------------------------------------
+
+
+async def test_models_lists_the_catalog_by_alias(server: Served):
+    r = await server.client.get("/models")
+
+    assert r.status_code == 200
+    body = r.json()
+    assert body["current_model"] == server.model
+    expected = {alias: spec.repo_id for alias, spec in list_models().items()}
+    assert body["available_models"] == expected
+    assert "demo" in body["available_models"]
+
+
+# -- /load-model ----------------------------------------------------------------------------
+
+
+async def test_switch_model_in_the_background(
+    serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate
+):
+    server = await serve(allow_any_model=True)
+    llama, qwen = server.model, str(tiny_models["qwen3"])
+    load_gate.close()
+
+    r = await load_model(server, qwen)
+
+    assert r.status_code == 202, r.text
+    assert r.json() == {
+        "message": r.json()["message"],
+        "model_name": qwen,
+        "display_name": "qwen3",
+        "status": "loading_started",
+        "backend_type": "transformers",
+    }
+    assert "qwen3" in r.json()["message"]
+
+    # While the new model loads, the old one keeps serving.
+    status = (await server.client.get("/loading-status")).json()
+    assert status["status"] == "loading"
+    assert status["model"] == qwen
+    assert status["current_model"] == llama
+    health = (await server.client.get("/health")).json()
+    assert health["status"] == "switching"
+    assert health["current_model"] == llama
+    ready = await server.client.get("/health/ready")  # docs/server.md: 503 while switching
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "switching"}
+    assert int(ready.headers["retry-after"]) > 0
+    assert (await server.chat(max_tokens=2)).status_code == 200
+    early = await server.chat(model=qwen, max_tokens=2)
+    assert_error(early, 503, code="model_loading")
+    assert int(early.headers["retry-after"]) > 0
+
+    # A second load while one runs is a conflict.
+    again = await load_model(server, str(tiny_models["gpt_neox"]))
+    assert_error(again, 409, code="conflict")
+
+    load_gate.open()
+    final = await wait_loaded(server.client)
+
+    assert final["status"] == "ready"
+    assert final["current_model"] == qwen
+    assert final["error"] is None
+    health = (await server.client.get("/health")).json()
+    assert health["current_model"] == qwen
+    assert health["status"] == "healthy"
+    models = (await server.client.get("/v1/models")).json()
+    assert models["data"][0]["id"] == qwen
+    assert (await server.chat(model=qwen, max_tokens=2)).status_code == 200
+    assert_error(await server.chat(model=llama, max_tokens=2), 404, code="model_not_found")
+
+
+async def test_switch_back_with_a_json_body(serve: Serve, tiny_models: dict[str, Path]):
+    server = await serve(allow_any_model=True)
+    llama, qwen = server.model, str(tiny_models["qwen3"])
+
+    assert (await load_model(server, qwen)).status_code == 202
+    assert (await wait_loaded(server.client))["current_model"] == qwen
+    r = await server.client.post("/load-model", json={"model_name": llama})
+
+    assert r.status_code == 202, r.text
+    assert (await wait_loaded(server.client))["current_model"] == llama
+    assert server.llm.model == llama
+
+
+async def test_failed_load_keeps_the_old_model_serving(
+    serve: Serve, tiny_models: dict[str, Path], tmp_path: Path
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(tiny_models["qwen3"] / "config.json", broken)  # no weights, no tokenizer
+    server = await serve(allow_any_model=True)
+
+    assert (await load_model(server, str(broken))).status_code == 202
+    final = await wait_loaded(server.client)
+
+    assert final["status"] == "failed"
+    assert final["current_model"] == server.model
+    assert final["error"]
+    health = (await server.client.get("/health")).json()
+    assert health["status"] == "healthy"
+    assert health["error"] == final["error"]
+    assert (await server.chat(max_tokens=2)).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["qwen3-tiny", "gpt-4o", "meta-llama/Llama-3.1-8B"])
+async def test_only_catalog_aliases_load_by_default(serve: Serve, name: str):
+    server = await serve()
+
+    r = await load_model(server, name)
+
+    error = assert_error(r, 404, code="model_not_found")
+    assert error["param"] == "model_name"
+    assert server.llm.status().state == "ready"
+
+
+async def test_a_directory_is_not_a_catalog_alias(serve: Serve, tiny_models: dict[str, Path]):
+    server = await serve()
+
+    r = await load_model(server, str(tiny_models["qwen3"]))
+
+    assert_error(r, 404, code="model_not_found")
+
+
+async def test_load_model_needs_a_model_name(server: Served):
+    r = await server.client.post("/load-model")
+
+    error = assert_error(r, 400)
+    assert error["param"] == "model_name"
+
+
+# -- /inference -----------------------------------------------------------------------------
+
+
+async def test_inference_answers_like_chat(server: Served):
+    chat = (await server.chat(max_tokens=5, temperature=0.0)).json()
+
+    r = await server.client.post(
+        "/inference", json={"prompt": PROMPT, "max_new_tokens": 5, "temperature": 0}
+    )
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["response"] == chat["choices"][0]["message"]["content"]
+    assert body["model_used"] == server.model
+    assert body["usage"] == chat["usage"]
+    assert body["usage"]["completion_tokens"] <= 5
+    assert body["timings"]["total_s"] > 0
+    assert body["timings"]["time_to_first_token_s"] <= body["timings"]["total_s"]
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"prompt": ""}, {"prompt": PROMPT, "max_new_tokens": 0}], ids=str
+)
+async def test_inference_rejects_bad_bodies(server: Served, body):
+    r = await server.client.post("/inference", json=body)
+
+    assert_error(r, 400)
+
+
+# -- API description ------------------------------------------------------------------------
+
+
+def _resolve(document: dict[str, Any], ref: str) -> Any:
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [ref for value in node.values() for ref in _refs(value)] + (
+            [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        )
+    if isinstance(node, list):
+        return [ref for item in node for ref in _refs(item)]
+    return []
+
+
+async def test_openapi_json_describes_the_v1_routes(server: Served):
+    r = await server.client.get("/openapi.json")
+
+    assert r.status_code == 200
+    document = r.json()
+    assert document["openapi"].startswith("3.")
+    for path, method in [
+        ("/v1/chat/completions", "post"),
+        ("/v1/completions", "post"),
+        ("/v1/models", "get"),
+    ]:
+        assert method in document["paths"][path]
+    refs = _refs(document)
+    assert refs
+    for ref in refs:  # every $ref points at something that exists
+        assert _resolve(document, ref) is not None, ref
+
+
+async def test_docs_is_an_html_page_over_openapi_json(server: Served):
+    r = await server.client.get("/docs")
+
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "openapi.json" in r.text
+    assert "<html" in r.text.lower()
