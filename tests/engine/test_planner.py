@@ -192,7 +192,7 @@ def test_cpu_profile_on_a_hand_built_spec() -> None:
     assert plan.overhead_gib == 1.0  # runtime only: no CUDA graphs
     per_token = 4 * 2 * 2 * 64 * 4
     assert plan.kv_bytes_per_token == per_token
-    activations = 2048 * (2 * 1024 + 4 * 256) * 4 + 8 * 1000 * 4 * 5
+    activations = 2048 * (2 * 1024 + 4 * 256) * 4 + 32 * 1000 * 4 * 5  # 32 = cpu max_num_seqs
     free = 16 * GIB - 10_000_000 * 4 - activations - GIB
     assert plan.kv_cache_tokens == free // per_token  # block size 1
     assert plan.max_concurrency == pytest.approx(plan.kv_cache_tokens / 2048, abs=1e-3)

@@ -109,13 +109,17 @@ def select_backend(requested: str, profile: HardwareProfile, settings: Settings)
 def load_backend(
     kind: str, spec: ModelSpec, profile: HardwareProfile, settings: Settings, **overrides: Any
 ) -> InferenceBackend:
-    """Build and load a backend of `kind` (blocking: call it from a worker thread)."""
+    """Build and load a backend of `kind` (blocking: call it from a worker thread).
+
+    Raises:
+        DoesNotFit: (vLLM) the planner says the model cannot fit the profile.
+        BackendUnavailable: vllm is not installed, or the hub cannot be reached.
+        ModelLoadFailed, GatedModel, Unauthorized, ModelNotFound: loading failed.
+    """
     if kind == "vllm":
-        # see #6: the VLLMBackend lands with the vLLM issue; until then say so plainly.
-        raise BackendUnavailable(
-            "The vLLM backend is not available in this lcfin version yet",
-            hint="use backend='transformers' (USE_VLLM=false)",
-        )
+        from lcfin.engine.vllm import VLLMBackend  # imports vllm itself, lazily
+
+        return VLLMBackend.load(spec, profile, settings, **overrides)
     from lcfin.engine.transformers import TransformersBackend
 
     return TransformersBackend.load(spec, profile, settings, **overrides)

@@ -1,9 +1,15 @@
-"""Model management: load, switch without downtime, drain, and report status.
+"""Model management: load, switch (blue/green or drain-and-swap), and report status.
 
 Three tiers (see DESIGN.md): files on disk (the hub cache), the same model asked again (reuse,
-instantly), and a switch: the new model loads while the old one keeps serving, then the two
-swap; the old one closes once its in-flight requests finish. A failed load keeps the previous
-model serving and reports `failed` with the reason.
+instantly), and a switch, whose strategy the planner decides (`engine/switching.py`):
+
+* blue/green, when the current and the new model fit together: the new one loads while the old
+  one keeps serving, then the two swap; the old one closes once its in-flight requests finish.
+* drain-and-swap, when they do not: new requests get `ModelLoading` (503 + Retry-After), the
+  in-flight ones finish (up to `drain_timeout_s`), the old engine closes and releases its memory,
+  then the new one loads. If that load fails, the previous model is loaded again (restored).
+
+Either way a failed load leaves the previous model serving and reports `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -14,12 +20,19 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lcfin.engine.backend import InferenceBackend, load_backend
 from lcfin.engine.registry import ModelSpec, get_model
-from lcfin.errors import BackendUnavailable, LcfinError, ModelLoadFailed, ModelLoading
+from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
+from lcfin.errors import (
+    BackendUnavailable,
+    InvalidParameter,
+    LcfinError,
+    ModelLoadFailed,
+    ModelLoading,
+)
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
@@ -41,6 +54,10 @@ class LoadedModel:
     load_time_s: float
     active: int = 0
     retired: bool = False
+    #: The load options it was loaded with (to restore it after a failed switch).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
+    footprint_gib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,8 @@ class ModelStatus:
     loading_model: str | None = None
     loading_elapsed_s: float | None = None
     error: str | None = None
+    #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
+    strategy: str | None = None
 
     @property
     def serving(self) -> bool:
@@ -69,15 +88,39 @@ class ModelStatus:
 
 
 class ModelManager:
-    """Holds the current model and swaps it for another one on request."""
+    """Holds the current model and swaps it for another one on request.
 
-    def __init__(self, settings: Settings, profile: HardwareProfile, backend_kind: str) -> None:
+    Args:
+        strategy: 'auto' (the planner decides), 'blue_green' or 'drain_and_swap'. A load can
+            also force one with the `switch_strategy=...` option.
+        drain_timeout_s: how long a drain waits for in-flight requests before closing the old
+            model anyway (they end with finish reason 'abort'); default `settings.shutdown_timeout`.
+
+    Raises:
+        InvalidParameter: an unknown strategy.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        profile: HardwareProfile,
+        backend_kind: str,
+        *,
+        strategy: str = "auto",
+        drain_timeout_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self.profile = profile
         self.backend_kind = backend_kind
+        self.strategy = _check_strategy(strategy)
+        self.drain_timeout_s = (
+            settings.shutdown_timeout if drain_timeout_s is None else drain_timeout_s
+        )
         self._current: LoadedModel | None = None
         self._loading: str | None = None
         self._error: str | None = None
+        self._switching: Strategy | None = None
+        self._draining = False
         self._lock = threading.Lock()
         self._loading_since = 0.0
 
@@ -104,6 +147,7 @@ class ModelManager:
             if self._loading
             else None,
             error=self._error,
+            strategy=self._switching if self._loading else None,
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -129,19 +173,32 @@ class ModelManager:
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Load `name` and make it current; reuse it if it is already current.
 
+        Args:
+            **overrides: backend load options; `switch_strategy='blue_green' |
+                'drain_and_swap'` forces how this switch proceeds.
+
         Raises:
             ModelNotFound, InvalidCatalog: the name does not resolve.
+            InvalidParameter: an unknown `switch_strategy`.
+            DoesNotFit: (vLLM) the planner says the model cannot fit; nothing was unloaded.
             ModelLoadFailed, GatedModel, Unauthorized, BackendUnavailable: loading failed;
-                the previous model (if any) keeps serving.
+                the previous model (if any) keeps serving, restored if it had to be unloaded.
         """
+        forced = overrides.pop("switch_strategy", None)
+        if forced is not None:
+            _check_strategy(forced)
         spec = name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
         if not self._claim(spec, reuse=not overrides):
             return spec
         started = time.monotonic()
         try:
-            backend = await asyncio.to_thread(
-                load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
-            )
+            footprint = await self._preflight(spec, overrides)
+            self._switching = self._strategy_for(spec, footprint, forced)
+            old = self._current
+            if self._switching == "drain_and_swap" and old is not None:
+                backend = await self._drain_and_load(old, spec, overrides)
+            else:
+                backend = await self._load_backend(spec, overrides)
         except LcfinError as exc:
             self._error = str(exc)
             raise
@@ -149,9 +206,84 @@ class ModelManager:
             self._error = f"{type(exc).__name__}: {exc}"
             raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
         finally:
-            self._loading = None
-        self._swap(LoadedModel(spec, backend, time.monotonic() - started))
+            self._loading, self._switching, self._draining = None, None, False
+        elapsed = time.monotonic() - started
+        self._swap(
+            LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
+        )
         return spec
+
+    async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> float | None:
+        """The new model's footprint; for vLLM, refuse a model that cannot fit before unloading."""
+        plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
+        if plan is None:
+            return None
+        if self.backend_kind == "vllm" and not plan.fits:
+            from lcfin.engine.vllm_args import does_not_fit
+
+            raise does_not_fit(plan)
+        return footprint_gib(plan, self.backend_kind)
+
+    def _strategy_for(
+        self, spec: ModelSpec, footprint: float | None, forced: str | None
+    ) -> Strategy:
+        choice = forced if forced not in (None, "auto") else self.strategy
+        if choice != "auto":
+            return "blue_green" if choice == "blue_green" else "drain_and_swap"
+        cur = self._current
+        # An engine of unknown size (loaded before planning was possible) counts as the budget.
+        current = None if cur is None else cur.footprint_gib
+        if cur is not None and current is None:
+            current = float("inf") if self.profile.is_gpu else 0.0
+        strategy = choose_strategy(current, footprint, self.profile)
+        if cur is not None:
+            log.info("Switching %s -> %s: %s", cur.spec.name, spec.name, strategy)
+        return strategy
+
+    async def _load_backend(self, spec: ModelSpec, overrides: dict[str, Any]) -> InferenceBackend:
+        return await asyncio.to_thread(
+            load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
+        )
+
+    async def _drain_and_load(
+        self, old: LoadedModel, spec: ModelSpec, overrides: dict[str, Any]
+    ) -> InferenceBackend:
+        """Stop admitting, let in-flight requests end, close `old`, load `spec` (or restore)."""
+        self._draining = True
+        deadline = time.monotonic() + self.drain_timeout_s
+        # Polled, not an asyncio.Event: leases may run on other event loops (the sync API's).
+        while old.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if old.active:
+            log.warning("Drain timed out: closing %s with %d requests", old.spec.name, old.active)
+        old.retired, self._current = True, None
+        await asyncio.to_thread(old.backend.close)  # returns once the memory is released
+        try:
+            return await self._load_backend(spec, overrides)
+        except Exception as exc:
+            await self._restore(old, exc)
+            raise
+
+    async def _restore(self, old: LoadedModel, cause: Exception) -> None:
+        """Load `old` again after a failed drain-and-swap."""
+        log.warning("Loading failed (%s); restoring %s", cause, old.spec.name)
+        started = time.monotonic()
+        try:
+            backend = await self._load_backend(old.spec, old.overrides)
+        except Exception as again:
+            log.error("Restoring %s failed too: %s", old.spec.name, again)
+            raise ModelLoadFailed(
+                f"{cause}; restoring the previous model {old.spec.name} failed too: {again}",
+                model=old.spec.name,
+                hint="no model is loaded: load one with FinancialLLM.switch(...) or /load-model",
+            ) from cause
+        self._current = LoadedModel(
+            old.spec,
+            backend,
+            time.monotonic() - started,
+            overrides=old.overrides,
+            footprint_gib=old.footprint_gib,
+        )
 
     def _swap(self, new: LoadedModel) -> None:
         old, self._current = self._current, new
@@ -165,7 +297,7 @@ class ModelManager:
     async def lease(self) -> AsyncIterator[LoadedModel]:
         """The current model, kept open until the caller is done with it."""
         cur = self._current
-        if cur is None:
+        if cur is None or self._draining:
             if self._loading is not None:
                 raise ModelLoading(f"Model {self._loading} is loading", retry_after=5)
             raise BackendUnavailable(
@@ -186,3 +318,13 @@ class ModelManager:
         cur, self._current = self._current, None
         if cur is not None:
             cur.backend.close()
+
+
+def _check_strategy(value: str) -> str:
+    allowed = ("auto", *STRATEGIES)
+    if value not in allowed:
+        raise InvalidParameter(
+            f"Unknown switch strategy {value!r}; choose one of {', '.join(allowed)}",
+            param="switch_strategy",
+        )
+    return value

@@ -14,19 +14,23 @@ if TYPE_CHECKING:
 __all__ = ["IncrementalDetokenizer", "StopStringFilter"]
 
 _REPLACEMENT = "\ufffd"
+_CONTEXT = 5
 
 
 @dataclass
 class IncrementalDetokenizer:
     """Decodes a growing list of token ids and returns only the new, complete text.
 
-    Text that ends in an incomplete UTF-8 sequence (decoded as U+FFFD) is held back until the
-    next token completes it, so a multi-byte character is never split across deltas.
+    Only a short window is decoded per token (the tokens since the last emitted text, plus a
+    few before them for context, as vLLM and TGI do), so the cost per token stays flat however
+    long the output grows. Text that ends in an incomplete UTF-8 sequence (decoded as U+FFFD)
+    is held back until the next token completes it.
     """
 
     tokenizer: Tokenizer
     token_ids: list[int] = field(default_factory=list)
-    emitted: str = ""
+    prefix_offset: int = 0
+    read_offset: int = 0
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (may be empty)."""
@@ -37,21 +41,18 @@ class IncrementalDetokenizer:
         """Return whatever is still held back (at the end of generation)."""
         return self._advance(final=True)
 
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def _advance(self, *, final: bool) -> str:
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        if not final and text.endswith(_REPLACEMENT):
+        prefix = self._decode(self.token_ids[self.prefix_offset : self.read_offset])
+        text = self._decode(self.token_ids[self.prefix_offset :])
+        if len(text) <= len(prefix) or (text.endswith(_REPLACEMENT) and not final):
             return ""
-        if not text.startswith(self.emitted):
-            # A tokenizer that rewrites earlier text (rare): never re-send what was sent.
-            common = 0
-            for a, b in zip(text, self.emitted, strict=False):
-                if a != b:
-                    break
-                common += 1
-            new = text[max(common, len(self.emitted)) :]
-        else:
-            new = text[len(self.emitted) :]
-        self.emitted += new
+        new = text[len(prefix) :]
+        # Keep a few tokens of context: decoding a token alone can lose its leading space.
+        self.prefix_offset = max(self.read_offset - _CONTEXT, 0)
+        self.read_offset = len(self.token_ids)
         return new
 
 

@@ -1,0 +1,208 @@
+"""Profile + model spec -> keyword arguments of vLLM's `AsyncEngineArgs`, and the pre-flight check.
+
+Pure: nothing here imports vllm. The names and defaults are vLLM 0.33's
+(`vllm/engine/arg_utils.py::EngineArgs` / `AsyncEngineArgs`, ../shared/VLLM-NOTES.md section 2).
+
+The hub token never enters these arguments. `VLLMBackend.load` first downloads the files with
+lcfin's hub code (`engine/hub.py`, which sends `Settings.token_for(repo_id)`: HF_TOKEN_LC for
+LinguaCustodia, HF_TOKEN otherwise) and passes the local snapshot directory as `model`, so vLLM
+reads local files only. vLLM therefore never needs HF_TOKEN, and the engine configuration it
+logs holds nothing secret. An `hf_token` override is refused for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from lcfin.engine.profiles import HardwareProfile
+from lcfin.errors import DoesNotFit, InvalidParameter
+
+if TYPE_CHECKING:
+    from lcfin.config import Settings
+    from lcfin.engine.planner import MemoryPlan
+    from lcfin.engine.registry import ModelSpec
+
+__all__ = [
+    "PROFILE_OVERRIDES",
+    "check_fits",
+    "does_not_fit",
+    "effective_profile",
+    "engine_args",
+    "executor_backend",
+    "is_multimodal_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+#: Load options that change a profile field (and so the memory plan) rather than pass through.
+PROFILE_OVERRIDES = frozenset(
+    {
+        "gpu_memory_utilization",
+        "max_model_len",
+        "enforce_eager",
+        "disable_custom_all_reduce",
+        "dtype",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "enable_prefix_caching",
+        "block_size",
+    }
+)
+#: Options lcfin sets itself; an override may not replace them.
+_RESERVED = frozenset({"model", "tokenizer", "download_dir", "served_model_name", "hf_token"})
+#: vLLM picks the block size itself (16, or an attention backend's preference) unless told.
+_VLLM_DEFAULT_BLOCK_SIZE = 16
+
+
+def effective_profile(profile: HardwareProfile, overrides: dict[str, Any]) -> HardwareProfile:
+    """The profile with the profile-field overrides (`max_model_len=...`, ...) applied.
+
+    Raises:
+        InvalidParameter: an override has a value the profile does not accept.
+    """
+    updates = {k: v for k, v in overrides.items() if k in PROFILE_OVERRIDES and v is not None}
+    if not updates:
+        return profile
+    try:
+        return HardwareProfile.model_validate({**profile.model_dump(), **updates})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = str(first["loc"][0]) if first["loc"] else None
+        raise InvalidParameter(
+            f"Invalid load option for profile {profile.name}: {first['msg']}", param=param
+        ) from None
+
+
+def executor_backend(profile: HardwareProfile) -> str | None:
+    """vLLM's `distributed_executor_backend`: Ray across nodes, processes on one node."""
+    if profile.multi_node:
+        return "ray"
+    if profile.tensor_parallel_size * profile.pipeline_parallel_size > 1:
+        return "mp"
+    return None  # one GPU: vLLM's "uni" executor in the EngineCore process
+
+
+def is_multimodal_checkpoint(model_dir: Path | None) -> bool:
+    """Whether the checkpoint has a vision tower (Gemma 3 `Gemma3ForConditionalGeneration`).
+
+    lcfin serves text only, so such checkpoints load with `language_model_only=True`.
+    """
+    if model_dir is None or not (model_dir / "config.json").is_file():
+        return False
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "vision_config" in config
+
+
+def _check_overrides(extra: dict[str, Any]) -> None:
+    reserved = sorted(set(extra) & _RESERVED)
+    if reserved:
+        raise InvalidParameter(
+            f"Load option {reserved[0]!r} is set by lcfin and cannot be overridden",
+            param=reserved[0],
+            hint="hub tokens come from HF_TOKEN_LC / HF_TOKEN; the model from its name",
+        )
+
+
+def engine_args(
+    profile: HardwareProfile,
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    model_dir: Path | None = None,
+    enable_sleep_mode: bool = False,
+    language_model_only: bool | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for `vllm.AsyncEngineArgs` serving `spec` on `profile`.
+
+    Args:
+        model_dir: the downloaded snapshot; `model` and `tokenizer` point at it (see the module
+            docstring). Without it, the model's bundled/local directory or its repo id.
+        enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode).
+        language_model_only: skip a vision tower; default: detected from the config.json.
+        **overrides: profile fields (`max_model_len`, `gpu_memory_utilization`, ...); any other
+            key is passed to vLLM as is (e.g. `kv_cache_dtype="fp8"`, `quantization`).
+
+    Raises:
+        InvalidParameter: an override is invalid or reserved (`hf_token`, `model`, ...).
+    """
+    prof = effective_profile(profile, overrides)
+    extra = {k: v for k, v in overrides.items() if k not in PROFILE_OVERRIDES}
+    _check_overrides(extra)
+    source = model_dir or spec.source_dir
+    model = str(source) if source is not None else spec.repo_id
+    limit = spec.arch.max_position_embeddings if spec.arch is not None else None
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tokenizer": model,
+        # A local snapshot is already the right revision; vLLM must not look it up again.
+        "revision": None if source is not None else spec.revision,
+        "download_dir": str(settings.hub_cache),
+        "dtype": prof.dtype,
+        "gpu_memory_utilization": prof.gpu_memory_utilization,
+        "max_model_len": min(prof.max_model_len, limit) if limit else prof.max_model_len,
+        "enforce_eager": prof.enforce_eager,
+        "disable_custom_all_reduce": prof.disable_custom_all_reduce,
+        "tensor_parallel_size": prof.tensor_parallel_size,
+        "pipeline_parallel_size": prof.pipeline_parallel_size,
+        "distributed_executor_backend": executor_backend(prof),
+        # Explicit: AsyncLLM's default usage context would cap max_num_seqs at 128.
+        "max_num_seqs": prof.max_num_seqs,
+        "max_num_batched_tokens": prof.max_num_batched_tokens,
+        "enable_prefix_caching": prof.enable_prefix_caching,
+        "trust_remote_code": settings.trust_remote_code,
+        "served_model_name": spec.name,
+        # Stats on: Prometheus metrics and RequestOutput.metrics need them.
+        "disable_log_stats": False,
+    }
+    if prof.block_size != _VLLM_DEFAULT_BLOCK_SIZE:
+        kwargs["block_size"] = prof.block_size
+    if language_model_only is None:
+        language_model_only = is_multimodal_checkpoint(source)
+    if language_model_only:
+        kwargs["language_model_only"] = True
+    if enable_sleep_mode:
+        kwargs["enable_sleep_mode"] = True
+    return {**kwargs, **extra}
+
+
+def does_not_fit(plan: MemoryPlan) -> DoesNotFit:
+    """The `DoesNotFit` error for a plan that does not fit: breakdown, then what to change."""
+    per = "per GPU" if plan.backend == "vllm" else "in RAM"
+    return DoesNotFit(
+        f"{plan.model} does not fit profile {plan.profile}: {plan.weights_gib:.1f} GiB of "
+        f"weights + {plan.activations_gib:.1f} GiB of activations + {plan.overhead_gib:.1f} GiB "
+        f"of overhead {per}, of a {plan.budget_gib:.1f} GiB budget, leaves "
+        f"{plan.kv_cache_gib:.2f} GiB for the KV cache "
+        f"(max_model_len {plan.max_model_len:,}, {plan.max_concurrency:.2f} requests)",
+        model=plan.model,
+        hint=f"{plan.reason} Or choose a smaller model (see `lcfin plan`).",
+    )
+
+
+def check_fits(
+    spec: ModelSpec, profile: HardwareProfile, settings: Settings, *, max_model_len: int | None
+) -> MemoryPlan:
+    """The memory plan of `spec` on `profile`; raises unless it fits (before vLLM starts).
+
+    Raises:
+        DoesNotFit: the plan says no; the message has the breakdown, the hint what to change.
+        InvalidParameter: the architecture is unknown or `max_model_len` is not positive.
+    """
+    from lcfin.engine.planner import plan_memory
+
+    plan = plan_memory(spec, profile, max_model_len=max_model_len, user_catalog=settings.catalog)
+    if not plan.fits:
+        raise does_not_fit(plan)
+    log.info("Pre-flight: %s", plan.reason)
+    return plan
