@@ -277,7 +277,7 @@ def main() -> None:
         for cb in (False, True):
             port = _free_port()
             cmd = [
-                "transformers",
+                str(Path(sys.executable).parent / "transformers"),  # the CLI beside this python
                 "serve",
                 str(model_dir),
                 "--port",
