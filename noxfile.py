@@ -48,3 +48,15 @@ def bench(session: nox.Session) -> None:
     """Throughput benchmark against the static-batch ceiling and `transformers serve`."""
     install_project(session, "dev,bench")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site strictly; run the examples, docs checks and the Dockerfile lint."""
+    install_project(session, "dev,docs")
+    session.run("python", "-m", "lcfin.docgen", "--check")
+    session.run("python", "scripts/gen_api_docs.py", "--check")
+    session.run("bash", "deploy/lint.sh", external=True)
+    checks = ["tests/test_examples.py", "tests/test_api_docs.py", "tests/test_deploy.py"]
+    session.run("pytest", *(session.posargs or checks))
+    session.run("mkdocs", "build", "--strict")

@@ -1,6 +1,6 @@
 """lcfin throughput benchmark: one run, one machine, every contender on the same model and load.
 
-    python benchmarks/run.py [--shape llama-25m|deep-narrow|qwen3] [--quick] [--skip-peer]
+    python benchmarks/run.py [--shape llama-25m|deep-narrow|qwen3] [--requests N] [--skip-peer]
 
 Builds a random-weight model (no hub), then measures side by side:
   a) raw `model.generate`: one request at a time, and one static padded batch (the ceiling);

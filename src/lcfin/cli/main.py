@@ -14,9 +14,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
-from lcfin.errors import EXIT_ERROR, EXIT_INTERRUPTED, LcfinError
+from lcfin.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, LcfinError
 
 __all__ = ["app", "main"]
 
@@ -37,10 +38,16 @@ class LcfinGroup(TyperGroup):
         except LcfinError as exc:
             if debug_enabled():
                 raise
-            err.print(f"[bold red]error:[/] {exc.message}")
+            err.print(f"[bold red]error:[/] {escape(exc.message)}")
             if exc.hint:
-                err.print(f"[dim]hint: {exc.hint}[/]")
+                err.print(f"[dim]hint: {escape(exc.hint)}[/]")
             raise typer.Exit(exc.exit_code) from None
+        except ValueError as exc:
+            if debug_enabled() or type(exc).__module__.split(".")[0] != "pydantic_core":
+                raise
+            # pydantic's ValidationError: a bad LCFIN_*/seed environment value or .env entry
+            err.print(f"[bold red]error:[/] invalid configuration: {escape(str(exc))}")
+            raise typer.Exit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -70,9 +77,16 @@ def _root(
 
 
 def _register_commands() -> None:
-    from lcfin.cli import bench_cmds, catalog_cmds, generate_cmds, serve_cmds, system_cmds
+    from lcfin.cli import (
+        bench_cmds,
+        catalog_cmds,
+        generate_cmds,
+        serve_cmds,
+        system_cmds,
+        usage_cmds,
+    )
 
-    for module in (serve_cmds, generate_cmds, catalog_cmds, bench_cmds, system_cmds):
+    for module in (serve_cmds, generate_cmds, catalog_cmds, bench_cmds, usage_cmds, system_cmds):
         module.register(app)
 
 

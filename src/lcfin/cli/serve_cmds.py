@@ -80,16 +80,36 @@ def serve(
         shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
     )  # fmt: skip
     app = create_app(llm, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
     try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        )
+        _run_draining(config)
     finally:
         llm.close()
+
+
+def _run_draining(config: Any) -> None:
+    """Run uvicorn; a SIGTERM that drained cleanly ends with exit code 0.
+
+    uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
+    process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
+    """
+    import signal
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    DrainingServer(config).run()
 
 
 def switch(
