@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -34,6 +33,8 @@ def bench(
     json_out: JsonOpt = False,
 ) -> None:
     """Send REQUESTS chat completions, CONCURRENCY at a time, and report the latencies."""
+    import asyncio
+
     from lcfin.loadgen import BenchConfig, run_bench
 
     cfg = BenchConfig(
