@@ -1,4 +1,4 @@
-"""Continuous batching: a request's output does not depend on its neighbours; slots, order, bounds."""
+"""Continuous batching: output does not depend on the neighbours; slots, order and bounds."""
 
 from __future__ import annotations
 
