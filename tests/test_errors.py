@@ -19,6 +19,8 @@ from lcfin import errors as e
         (e.BackendUnavailable, 503, e.EXIT_BACKEND_UNAVAILABLE, Exception),
         (e.ModelLoading, 503, e.EXIT_BACKEND_UNAVAILABLE, Exception),
         (e.RateLimited, 429, e.EXIT_ERROR, Exception),
+        (e.Overloaded, 429, e.EXIT_ERROR, e.RateLimited),
+        (e.RequestTimeout, 504, e.EXIT_ERROR, Exception),
     ],
 )
 def test_mapping(cls: type[e.LcfinError], status: int, exit_code: int, builtin: type) -> None:

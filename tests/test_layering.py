@@ -59,6 +59,7 @@ LAZY_ONLY = {
     "scheduler.py",
     "batch.py",
     "vllm.py",
+    "grammar.py",
 }  # loaded only by load_backend
 
 

@@ -136,6 +136,59 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests before exiting."
     )
 
+    # -- reliability (docs/reliability.md) -----------------------------------------------------
+    max_waiting: int = Field(
+        64,
+        ge=0,
+        description=(
+            "Requests that may wait for a place in the running batch (the profile's "
+            "max_num_seqs); past running + waiting, new requests get 429 queue_full at once."
+        ),
+    )
+    request_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a generation may take (queue included) before it is aborted (504).",
+    )
+    max_messages: int = Field(
+        1024, gt=0, description="Most messages one chat request may carry (400 above)."
+    )
+    rate_limits: str = Field(
+        "",
+        description=(
+            "Per-key rate limits for generation routes, e.g. '60rpm,100000tpm' (requests and "
+            "tokens per minute); keyed by API key id, or by client IP without keys; empty: off."
+        ),
+    )
+
+    # -- telemetry (docs/analytics.md) ---------------------------------------------------------
+    usage_db: str | None = Field(
+        None,
+        description=(
+            "Usage ledger: a SQLite file path, or an SQLAlchemy URL (postgresql://...) shared "
+            "by replicas; 'off' disables it. Default: lcfin/usage.db next to the HF_HOME "
+            "directory (~/.cache/lcfin/usage.db, or /data/lcfin/usage.db on Spaces)."
+        ),
+    )
+    usage_flush_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between ledger writes; a crash loses at most this much.",
+    )
+    audit: bool = Field(
+        False,
+        description=(
+            "Audit log: also store each request's prompt and response text in the ledger "
+            "(off by default; see docs/analytics.md)."
+        ),
+    )
+    audit_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days audit texts are kept; older ones are purged (hourly and at start).",
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.use_vllm is True and self.profile_name == "cpu":
@@ -173,6 +226,15 @@ class Settings(BaseSettings):
             lines = path.read_text().splitlines()
             return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
         return [key.strip() for key in raw.split(",") if key.strip()]
+
+    def usage_db_target(self) -> str | None:
+        """The ledger's SQLite path or SQLAlchemy URL; None when it is off."""
+        value = (self.usage_db or "").strip()
+        if value.lower() in ("off", "none", "false", "0"):
+            return None
+        if value:
+            return value
+        return str(self.hf_home.expanduser().parent / "lcfin" / "usage.db")
 
     def token_name_for(self, repo_id: str) -> str:
         """The environment variable that holds the token for `repo_id` (for error messages)."""

@@ -14,7 +14,10 @@
      │    └── ModelLoading          503 model_loading           exit 6   (+ Retry-After)
      ├── ModelLoadFailed            500 model_load_failed       exit 6
      ├── Conflict                   409 conflict                exit 1
-     └── RateLimited                429 rate_limit_exceeded     exit 1
+     ├── RequestTimeout             504 timeout                 exit 1
+     ├── OutputTruncated            500 output_truncated        exit 1   (library: cut JSON)
+     └── RateLimited                429 rate_limit_exceeded     exit 1   (+ Retry-After)
+          └── Overloaded            429 queue_full              exit 1   (+ Retry-After)
 
 Every message says what to do next. Secrets never appear in a message.
 """
@@ -44,8 +47,11 @@ __all__ = [
     "ModelLoadFailed",
     "ModelLoading",
     "ModelNotFound",
+    "OutputTruncated",
+    "Overloaded",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "Unauthorized",
 ]
 
@@ -211,3 +217,30 @@ class RateLimited(LcfinError):
     def __init__(self, message: str, *, retry_after: int = 1, **kwargs: str | None) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+
+
+class Overloaded(RateLimited):
+    """The admission queue is full: every running and waiting place is taken."""
+
+    openai_code = "queue_full"
+
+
+class RequestTimeout(LcfinError):
+    """A generation ran past the per-request timeout (LCFIN_REQUEST_TIMEOUT) and was aborted."""
+
+    http_status = 504
+    openai_code = "timeout"
+
+    @classmethod
+    def after(cls, timeout_s: float) -> RequestTimeout:
+        """The error for a generation aborted after `timeout_s` seconds."""
+        return cls(
+            f"The request took longer than {timeout_s:g} s and was aborted",
+            hint="ask for fewer tokens (max_tokens), or raise LCFIN_REQUEST_TIMEOUT",
+        )
+
+
+class OutputTruncated(LcfinError):
+    """Structured output was cut by max_tokens (finish_reason "length"), so it does not parse."""
+
+    openai_code = "output_truncated"

@@ -108,3 +108,28 @@ def test_chat_repl(tiny_models: dict[str, Path]) -> None:
 def test_chat_ends_on_eof() -> None:
     result = runner.invoke(app, ["chat", "--model", "demo"], input="")
     assert result.exit_code == 0
+
+
+def test_ask_json_schema_answers_in_that_schema(tmp_path: Path) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"term": {"enum": ["CET1", "LCR"]}, "bp": {"type": "integer", "maximum": 99}},
+        "required": ["term", "bp"],
+        "additionalProperties": False,
+    }
+    path = tmp_path / "ratio.json"
+    path.write_text(json.dumps(schema))
+    result = runner.invoke(
+        app, ["ask", "-m", "demo", "-n", "60", "--json-schema", str(path), "What is CET1?"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["term"] in {"CET1", "LCR"} and data["bp"] <= 99
+
+
+def test_ask_json_schema_unreadable_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    result = runner.invoke(app, ["ask", "-m", "demo", "--json-schema", str(path), "Hi"])
+    assert result.exit_code == 2
+    assert "JSON Schema" in result.stderr

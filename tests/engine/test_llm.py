@@ -320,7 +320,8 @@ async def test_sync_api_works_in_a_running_loop_and_matches_async(shared_llm):
     [
         ({"temprature": 0.5}, InvalidParameter, "temprature"),  # unknown kwarg
         ({"temperature": 5}, InvalidParameter, "temperature"),
-        ({"max_tokens": 256}, ContextLengthExceeded, "messages"),
+        ({"max_tokens": 250}, ContextLengthExceeded, "messages"),  # prompt + max_tokens
+        ({"max_tokens": 256}, ContextLengthExceeded, "max_tokens"),  # max_tokens alone
     ],
 )
 async def test_sync_and_async_raise_the_same_errors(shared_llm, kwargs, error, param):

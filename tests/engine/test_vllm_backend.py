@@ -206,6 +206,8 @@ def test_every_sampling_field_is_mapped() -> None:
         frequency_penalty=-0.25,
         repetition_penalty=1.1,
         ignore_eos=True,
+        logprobs=3,
+        response_format={"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
     )
     req = GenerationRequest([1] * 10, params, "r", extra_stops=("\nUser:", "END"))
     assert sampling_kwargs(req, max_model_len=4096) == {
@@ -223,6 +225,8 @@ def test_every_sampling_field_is_mapped() -> None:
         "ignore_eos": True,
         "skip_special_tokens": True,
         "include_stop_str_in_output": False,
+        "logprobs": 3,
+        "structured_outputs": {"json": {"type": "object"}, "disable_any_whitespace": True},
     }
 
 

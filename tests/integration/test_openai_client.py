@@ -144,7 +144,7 @@ def test_models_list(client: OpenAI, live: LiveServer):
         ({"temperature": 3}, "temperature"),
         ({"n": 9}, "n"),
         ({"logit_bias": {"42": 5}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])

@@ -45,6 +45,7 @@ async def serve(tiny_models: dict[str, Path]) -> AsyncIterator[Serve]:
     yield make
     for served in made:
         await served.client.aclose()
+        served.app.state.telemetry.close()  # ASGITransport runs no lifespan: close by hand
         served.llm.close()
 
 

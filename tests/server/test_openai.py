@@ -253,7 +253,9 @@ async def test_streamed_text_and_usage_equal_the_non_streamed_ones(server: Serve
     )
 
     assert streamed_text(chunks) == whole["choices"][0]["message"]["content"]
-    assert chunks[-1]["usage"] == whole["usage"]
+    streamed_usage = dict(chunks[-1]["usage"])
+    assert streamed_usage.pop("cost_usd") > 0  # lcfin's extension, in the usage chunk only
+    assert streamed_usage == whole["usage"]
     finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
     assert finish == whole["choices"][0]["finish_reason"]
 
@@ -281,7 +283,9 @@ async def test_streamed_completion_equals_the_non_streamed_one(server: Served):
     assert "".join(c["choices"][0]["text"] for c in choice_chunks) == whole["choices"][0]["text"]
     assert choice_chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == whole["usage"]
+    streamed_usage = dict(usage_chunk["usage"])
+    assert streamed_usage.pop("cost_usd") > 0
+    assert streamed_usage == whole["usage"]
 
 
 # -- completions with several prompts --------------------------------------------------------
@@ -386,9 +390,11 @@ async def test_unknown_fields_are_ignored(server: Served):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("logprobs", True),
-        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function", "function": {"parameters": {}}}]),
+        ("tool_choice", {"type": "function", "function": {"name": "missing"}}),
+        ("response_format", {"type": "xml"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
+        ("top_logprobs", 21),
         ("logit_bias", {"42": 10}),
     ],
 )

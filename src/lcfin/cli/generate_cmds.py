@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lcfin.cli.options import JsonOpt, ModelOpt, ProfileOpt, err, print_json
 from lcfin.engine.types import Completion, Delta, Message
+from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
@@ -25,6 +28,15 @@ TemperatureOpt = Annotated[
     float | None,
     typer.Option(
         "--temperature", "-t", min=0.0, max=2.0, help="0 = greedy [default: the model's]."
+    ),
+]
+JsonSchemaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--json-schema",
+        exists=True,
+        dir_okay=False,
+        help="Answer in JSON matching this JSON Schema file (constrained decoding).",
     ),
 ]
 UrlOpt = Annotated[
@@ -109,6 +121,18 @@ def _ask_remote(
     }
 
 
+def _schema_format(path: Path) -> dict[str, Any]:
+    """OpenAI's response_format for a JSON Schema file."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidParameter(
+            f"Cannot read a JSON Schema from {path}: {exc}", param="json_schema"
+        ) from None
+    spec = {"name": path.stem, "schema": schema, "strict": True}
+    return {"type": "json_schema", "json_schema": spec}
+
+
 def _local_json(done: Completion) -> dict[str, Any]:
     return {
         "text": done.text,
@@ -134,14 +158,17 @@ def ask(
     system: SystemOpt = None,
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = None,
+    json_schema: JsonSchemaOpt = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ask one question and stream the answer (locally, or from a server with --url)."""
-    params = {
+    params: dict[str, Any] = {
         k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
     }
+    if json_schema is not None:
+        params["response_format"] = _schema_format(json_schema)
     messages = _messages(question, system)
     if url:
         data = _ask_remote(url, api_key, model, messages, params, echo=not json_out)

@@ -7,11 +7,12 @@ methods of FinancialLLM therefore run their coroutines on this loop instead and 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "with_deadline"]
 
 T = TypeVar("T")
 
@@ -62,6 +63,44 @@ class LoopThread:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
             loop.close()
+
+
+async def with_deadline(
+    agen: AsyncIterator[T], timeout_s: float, on_timeout: Callable[[], BaseException]
+) -> AsyncIterator[T]:
+    """Yield from `agen` until `timeout_s` after the first call, then close it and raise.
+
+    Only the waits for the next item are timed (the consumer's time between items counts
+    towards the deadline but is never interrupted): the cancellation lands inside `agen`, whose
+    `finally` blocks abort the work and free its slot.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            try:
+                item = await _next_before(agen, deadline, loop)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                if loop.time() < deadline:  # raised by `agen` itself, not our deadline
+                    raise
+                raise on_timeout() from None
+            yield item
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _next_before(
+    agen: AsyncIterator[T], deadline: float, loop: asyncio.AbstractEventLoop
+) -> T:
+    """The next item of `agen`, cancelled at `deadline` (asyncio.TimeoutError)."""
+    if sys.version_info >= (3, 11):  # no task per item
+        async with asyncio.timeout_at(deadline):
+            return await agen.__anext__()
+    return await asyncio.wait_for(agen.__anext__(), deadline - loop.time())
 
 
 async def _next(agen: AsyncIterator[T]) -> T:

@@ -15,6 +15,8 @@ Generation then stops at the next "\\nUser:" so a base model does not write both
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PLAIN_STOP", "RenderedPrompt", "fit_messages", "normalize_messages", "render_chat"]
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+#: A normalised message: role and text content, plus `tool_calls` / `tool_call_id` when given.
+ChatTurn = dict[str, Any]
 PLAIN_STOP = "\nUser:"
 
 
@@ -60,8 +64,45 @@ def _content_text(content: Any, index: int) -> str:
     )
 
 
-def normalize_messages(messages: str | Sequence[Message]) -> list[dict[str, str]]:
-    """Validate chat messages into `{"role", "content"}` dicts (a str is one user message)."""
+def _tool_calls(calls: object, index: int) -> list[dict[str, Any]]:
+    """An assistant's OpenAI tool calls, with JSON-string arguments decoded for the template."""
+    if not isinstance(calls, list):
+        raise InvalidParameter(
+            f"messages[{index}].tool_calls must be a list", param=f"messages[{index}].tool_calls"
+        )
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidParameter(
+                f"messages[{index}].tool_calls entries need function.name",
+                param=f"messages[{index}].tool_calls",
+            )
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            with contextlib.suppress(ValueError):  # else the template shows the string as is
+                args = json.loads(args or "{}")
+        out.append({**call, "function": {"name": fn["name"], "arguments": args}})
+    return out
+
+
+def _turn(msg: Message, index: int) -> ChatTurn:
+    turn: ChatTurn = {"role": str(msg["role"]), "content": ""}
+    if msg.get("content") is not None or not msg.get("tool_calls"):
+        turn["content"] = _content_text(msg.get("content"), index)
+    if msg.get("tool_calls"):
+        turn["tool_calls"] = _tool_calls(msg["tool_calls"], index)
+    for key in ("tool_call_id", "name"):
+        if isinstance(msg.get(key), str):
+            turn[key] = msg[key]
+    return turn
+
+
+def normalize_messages(messages: str | Sequence[Message]) -> list[ChatTurn]:
+    """Validate chat messages into `{"role", "content", ...}` dicts (a str is one user message).
+
+    Assistant `tool_calls` and tool messages' `tool_call_id` / `name` are kept for the template.
+    """
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if not messages:
@@ -76,29 +117,37 @@ def normalize_messages(messages: str | Sequence[Message]) -> list[dict[str, str]
                 f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}",
                 param=f"messages[{i}].role",
             )
-        out.append({"role": str(role), "content": _content_text(msg.get("content"), i)})
+        out.append(_turn(msg, i))
     return out
 
 
-def _plain(messages: list[dict[str, str]]) -> str:
+def _plain(messages: list[ChatTurn]) -> str:
     lines: list[str] = []
     for msg in messages:
         if msg["role"] == "system":
             lines.append(msg["content"] + "\n")
         else:
-            lines.append(f"{'User' if msg['role'] == 'user' else 'Assistant'}: {msg['content']}")
+            label = {"user": "User", "tool": "Tool"}.get(msg["role"], "Assistant")
+            lines.append(f"{label}: {msg['content']}")
     return "\n".join(lines) + "\nAssistant:"
 
 
 def render_chat(
-    tokenizer: Tokenizer, messages: list[dict[str, str]], *, plain: bool = False
+    tokenizer: Tokenizer,
+    messages: list[ChatTurn],
+    *,
+    plain: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> RenderedPrompt:
-    """Render messages with the tokenizer's chat template, or the plain fallback."""
+    """Render messages (and `tools`, if any) with the chat template, or the plain fallback."""
     if plain or not getattr(tokenizer, "chat_template", None):
         text = _plain(messages)
         return RenderedPrompt(text, tokenizer.encode(text), (PLAIN_STOP,))
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        extra = {"tools": tools} if tools else {}
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **extra
+        )
     except Exception as exc:  # jinja TemplateError, raised by the template's own checks
         raise InvalidParameter(
             f"The model's chat template rejected the messages: {exc}", param="messages"
@@ -108,8 +157,8 @@ def render_chat(
 
 
 def fit_messages(
-    messages: list[dict[str, str]],
-    render: Callable[[list[dict[str, str]]], RenderedPrompt],
+    messages: list[ChatTurn],
+    render: Callable[[list[ChatTurn]], RenderedPrompt],
     *,
     max_model_len: int,
     max_tokens: int | None,
@@ -121,6 +170,13 @@ def fit_messages(
     conversation does not fit, raise ContextLengthExceeded.
     """
     needed = max_tokens or 1
+    if needed >= max_model_len:  # no prompt could fit: the fault is max_tokens (as OpenAI says)
+        raise ContextLengthExceeded(
+            f"max_tokens is too large: {needed}; this model's maximum context length is "
+            f"{max_model_len} tokens, prompt included",
+            param="max_tokens",
+            hint=f"ask for fewer than {max_model_len} tokens",
+        )
     current = list(messages)
     dropped = 0
     while True:

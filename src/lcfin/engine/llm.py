@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.aio import LoopThread
-from lcfin.engine.backend import select_backend
+from lcfin.engine.aio import LoopThread, with_deadline
+from lcfin.engine.backend import BackendStats, select_backend
 from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.profiles import HardwareProfile, load_profile
 from lcfin.engine.registry import ModelSpec
+from lcfin.engine.structured import parse_output, response_format_for
+from lcfin.engine.tools import check_tools, forced_call_format, tools_enabled, with_tool_calls
 from lcfin.engine.types import (
     Completion,
     Delta,
@@ -22,10 +23,13 @@ from lcfin.engine.types import (
     Message,
     SamplingParams,
     Timings,
+    TokenLogprob,
     Usage,
     new_request_id,
 )
-from lcfin.errors import InvalidParameter
+from lcfin.errors import InvalidParameter, RequestTimeout
+from lcfin.telemetry.costs import Prices
+from lcfin.telemetry.meter import Accounting, RecordLabels, RequestMeter
 from lcfin.telemetry.records import RequestRecord, StatsCollector
 
 __all__ = ["FinancialLLM"]
@@ -75,6 +79,9 @@ class FinancialLLM:
         self._manager = ModelManager(self.settings, self.profile, kind)
         self._loop = LoopThread()
         self._stats = StatsCollector()
+        self._gpus: bool | None = None
+        self._accounting = Accounting(audit=self.settings.audit)
+        #: Called with each `RequestRecord` (the server's ledger and metrics are hooks).
         self.record_hooks: list[Callable[[RequestRecord], None]] = []
         #: The model loaded at start (or to load later with `aswitch`, when load=False).
         self.initial_model = model or self.settings.default_model or default_model_for(self.profile)
@@ -86,6 +93,15 @@ class FinancialLLM:
                 raise
 
     # -- model management --------------------------------------------------------------
+
+    @property
+    def gpu_available(self) -> bool:
+        """Whether this machine has a CUDA GPU (NVML; CUDA itself is never initialised)."""
+        from lcfin.engine.profiles import detect_gpus
+
+        if self._gpus is None:
+            self._gpus = bool(detect_gpus())
+        return self._gpus
 
     @property
     def backend_kind(self) -> str:
@@ -102,8 +118,15 @@ class FinancialLLM:
         return self._manager.status()
 
     def stats(self) -> dict[str, Any]:
-        """Request, token and latency totals since this object was created."""
-        return {"status": self.status().to_dict(), **self._stats.summary()}
+        """Request, token, latency and cost totals since this object was created."""
+        busy = {"busy_s": self._accounting.clock.busy_seconds}
+        return {"status": self.status().to_dict(), **self._stats.summary(), **busy}
+
+    def backend_stats(self) -> BackendStats | None:
+        """Requests running and waiting in the serving backend (None when none is loaded)."""
+        # see #7: ModelManager has no public accessor for the serving backend yet
+        cur = getattr(self._manager, "_current", None)
+        return None if cur is None else cur.backend.stats()
 
     def recent_requests(self) -> list[RequestRecord]:
         """The most recent request records, oldest first."""
@@ -147,21 +170,33 @@ class FinancialLLM:
         truncate: bool = True,
         endpoint: str = "library",
         request_id: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
         **params: Any,
     ) -> AsyncIterator[Delta | Completion]:
         """Stream `Delta`s, then one final `Completion` (the building block of the others).
 
-        Give chat `messages` (a str is one user message) or a raw `prompt`.
+        Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
+        `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
+        `tool_choice` "required" or a named function forces one call (see `engine/tools.py`).
 
         Raises:
             InvalidParameter, ContextLengthExceeded: bad parameters or too long a prompt.
             BackendUnavailable, ModelLoading: no model is ready.
+            Overloaded: max_num_seqs + LCFIN_MAX_WAITING requests are already in flight.
+            RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
         if (messages is None) == (prompt is None):
             raise InvalidParameter("give either messages or prompt", param="messages")
+        check_tools(tools, tool_choice)
         async with self._manager.lease() as loaded:
+            fmt = loaded.spec.tool_call_format
+            forced = forced_call_format(tools, tool_choice, fmt)
+            if forced is not None:
+                params = {**params, "response_format": forced}
             sampling = self._sampling(loaded, params)
-            rendered = self._render(loaded, messages, prompt, sampling, truncate)
+            shown = tools if tools_enabled(tools, tool_choice) else None
+            rendered = self._render(loaded, messages, prompt, sampling, truncate, shown)
             request = GenerationRequest(
                 rendered.token_ids,
                 sampling,
@@ -170,38 +205,39 @@ class FinancialLLM:
                 extra_stops=rendered.extra_stops,
             )
             async for event in self._run(loaded, request, endpoint, rendered.dropped_messages):
-                yield event
+                yield with_tool_calls(event, fmt) if shown else event
 
     async def _run(
         self, loaded: LoadedModel, request: GenerationRequest, endpoint: str, dropped: int
     ) -> AsyncIterator[Delta | Completion]:
-        started = time.perf_counter()
-        ttft: float | None = None
+        meter = self._accounting.begin()
         parts: list[str] = []
-        tokens, finish, error = 0, "abort", None
+        logprobs: list[TokenLogprob] | None = None if request.params.logprobs is None else []
+        timeout = self.settings.request_timeout
         try:
-            async for delta in loaded.backend.generate(request):
-                if ttft is None and delta.num_tokens:
-                    ttft = time.perf_counter() - started
+            async for delta in with_deadline(
+                loaded.backend.generate(request), timeout, lambda: RequestTimeout.after(timeout)
+            ):
+                meter.on_delta(delta.num_tokens, delta.finish_reason)
                 parts.append(delta.text)
-                tokens += delta.num_tokens
-                if delta.finish_reason is not None:
-                    finish = delta.finish_reason
+                if logprobs is not None and delta.logprobs:
+                    logprobs.extend(delta.logprobs)
                 yield delta
         except Exception as exc:
-            finish, error = "error", f"{type(exc).__name__}: {exc}"
+            meter.fail(exc)
             raise
         finally:
-            total = time.perf_counter() - started
-            self._record(loaded, request, endpoint, tokens, finish, total, ttft, error)
+            record = self._record(loaded, request, endpoint, meter, "".join(parts))
         yield Completion(
             text="".join(parts),
-            finish_reason=finish,  # type: ignore[arg-type]
-            usage=Usage(len(request.prompt_token_ids), tokens),
+            finish_reason=meter.finish_reason,  # type: ignore[arg-type]
+            usage=Usage(record.prompt_tokens, record.completion_tokens),
             model=loaded.spec.name,
             request_id=request.request_id,
-            timings=Timings(time_to_first_token_s=ttft, total_s=total),
+            timings=Timings(record.queue_s or 0.0, record.time_to_first_token_s, record.latency_s),
             dropped_messages=dropped,
+            cost_usd=record.cost_usd,
+            logprobs=None if logprobs is None else tuple(logprobs),
         )
 
     async def astream(self, messages: Prompt, **params: Any) -> AsyncIterator[str]:
@@ -216,9 +252,24 @@ class FinancialLLM:
             if isinstance(event, Delta) and event.text:
                 yield event.text
 
-    async def achat(self, messages: Prompt, **params: Any) -> Completion:
-        """Answer a conversation; returns the full `Completion` (text, usage, finish reason)."""
-        return await _final(self.astream_events(messages, **params))
+    async def achat(
+        self, messages: Prompt, *, json_schema: Any = None, **params: Any
+    ) -> Completion:
+        """Answer a conversation; returns the full `Completion` (text, usage, finish reason).
+
+        Args:
+            json_schema: a JSON Schema dict or a pydantic model class; the reply is decoded
+                under it and `Completion.parsed` holds the parsed dict or model instance.
+                `response_format=` (OpenAI's dict) constrains without parsing.
+
+        Raises:
+            OutputTruncated: with `json_schema`, the reply was cut by max_tokens.
+        """
+        if json_schema is None:
+            return await _final(self.astream_events(messages, **params))
+        params["response_format"] = response_format_for(json_schema)
+        done = await _final(self.astream_events(messages, **params))
+        return dataclasses.replace(done, parsed=parse_output(done, json_schema))
 
     async def acomplete(self, prompt: str, **params: Any) -> Completion:
         """Complete a raw prompt (no chat template)."""
@@ -230,9 +281,9 @@ class FinancialLLM:
 
     # -- generation: sync twins (safe inside Jupyter's running loop) ------------------------
 
-    def chat(self, messages: Prompt, **params: Any) -> Completion:
+    def chat(self, messages: Prompt, *, json_schema: Any = None, **params: Any) -> Completion:
         """Sync twin of `achat`."""
-        return self._loop.run(self.achat(messages, **params))
+        return self._loop.run(self.achat(messages, json_schema=json_schema, **params))
 
     def complete(self, prompt: str, **params: Any) -> Completion:
         """Sync twin of `acomplete`."""
@@ -273,6 +324,7 @@ class FinancialLLM:
         prompt: str | None,
         sampling: SamplingParams,
         truncate: bool,
+        tools: list[dict[str, Any]] | None = None,
     ) -> RenderedPrompt:
         tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
         if prompt is not None:
@@ -288,7 +340,7 @@ class FinancialLLM:
         plain = loaded.spec.chat_format == "plain"
         return fit_messages(
             normalize_messages(messages or []),
-            lambda msgs: render_chat(tok, msgs, plain=plain),
+            lambda msgs: render_chat(tok, msgs, plain=plain, tools=tools),
             max_model_len=limit,
             max_tokens=sampling.max_tokens,
             truncate=truncate,
@@ -299,32 +351,28 @@ class FinancialLLM:
         loaded: LoadedModel,
         request: GenerationRequest,
         endpoint: str,
-        tokens: int,
-        finish: str,
-        total: float,
-        ttft: float | None,
-        error: str | None,
-    ) -> None:
-        record = RequestRecord(
-            request_id=request.request_id,
-            model=loaded.spec.name,
-            backend=loaded.backend.name,
-            profile=self.profile.name,
-            prompt_tokens=len(request.prompt_token_ids),
-            completion_tokens=tokens,
-            finish_reason=finish,
-            latency_s=total,
-            time_to_first_token_s=ttft,
-            status="error" if error else "ok",
-            error=error,
-            endpoint=endpoint,
+        meter: RequestMeter,
+        text: str,
+    ) -> RequestRecord:
+        spec = loaded.spec
+        labels = RecordLabels(
+            request.request_id, spec.name, loaded.backend.name, self.profile.name, endpoint
         )
+        prices = Prices(
+            spec.price_per_1m_prompt_usd,
+            spec.price_per_1m_completion_usd,
+            self.profile.hourly_cost_usd,
+        )
+        prompt_tokens = len(request.prompt_token_ids)
+        texts = (request.prompt_text, text)
+        record = self._accounting.finish(meter, labels, prices, prompt_tokens, texts)
         self._stats.add(record)
         for hook in self.record_hooks:
             try:
                 hook(record)
             except Exception:  # a broken hook must not fail the request
                 log.exception("Record hook %r failed", hook)
+        return record
 
 
 def _question(question: str, system: str | None) -> list[Message]:

@@ -32,6 +32,7 @@ from lcfin.errors import (
     LcfinError,
     ModelLoadFailed,
     ModelLoading,
+    Overloaded,
 )
 
 if TYPE_CHECKING:
@@ -293,9 +294,19 @@ class ModelManager:
             if old.active == 0:
                 old.backend.close()
 
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: the profile's max_num_seqs running + LCFIN_MAX_WAITING."""
+        return self.profile.max_num_seqs + self.settings.max_waiting
+
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[LoadedModel]:
-        """The current model, kept open until the caller is done with it."""
+        """The current model, kept open until the caller is done with it.
+
+        Raises:
+            ModelLoading, BackendUnavailable: no model is serving.
+            Overloaded: `capacity` requests are already running or waiting (429).
+        """
         cur = self._current
         if cur is None or self._draining:
             if self._loading is not None:
@@ -304,6 +315,12 @@ class ModelManager:
                 "No model is loaded"
                 + (f": the last load failed ({self._error})" if self._error else ""),
                 hint="load one with FinancialLLM.switch(...) or POST /load-model",
+            )
+        if cur.active >= self.capacity:  # bounded admission: refuse now, not after a long wait
+            raise Overloaded(
+                f"The server is at capacity ({self.capacity} requests running or waiting)",
+                retry_after=1,
+                hint="retry after the Retry-After delay, or raise LCFIN_MAX_WAITING",
             )
         cur.active += 1
         try:

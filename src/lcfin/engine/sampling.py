@@ -14,7 +14,7 @@ import torch
 
 from lcfin.engine.types import SamplingParams
 
-__all__ = ["RequestSampler"]
+__all__ = ["RequestSampler", "logprobs_of"]
 
 
 class RequestSampler:
@@ -27,11 +27,15 @@ class RequestSampler:
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        #: The processed logits of the last step (kept only when the request wants logprobs).
+        self.processed: torch.Tensor | None = None
 
     def next_token(self, logits: torch.Tensor) -> int:
         """Sample from a 1-D float logits tensor and record the chosen token."""
         logits = self._penalise(logits.float())
         p = self.params
+        if p.logprobs is not None:
+            self.processed = logits
         if p.greedy:
             token = int(torch.argmax(logits).item())
         else:
@@ -64,6 +68,23 @@ class RequestSampler:
             )
             logits = logits.index_add(0, ids, -(p.frequency_penalty * counts + p.presence_penalty))
         return logits
+
+
+def logprobs_of(
+    processed: torch.Tensor, token: int, k: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """The chosen token's logprob and the `k` most likely tokens (-inf ones left out)."""
+    logp = torch.log_softmax(processed.float(), dim=-1)
+    chosen = float(logp[token].item())
+    if k <= 0:
+        return chosen, []
+    values, ids = torch.topk(logp, min(k, logp.numel()))
+    top = [
+        (int(i), float(v))
+        for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+        if v != float("-inf")
+    ]
+    return chosen, top
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -16,15 +16,18 @@ import queue
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lcfin.engine.batch import BatchKV, prefill_inputs
-from lcfin.engine.sampling import RequestSampler
+from lcfin.engine.sampling import RequestSampler, logprobs_of
 from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
-from lcfin.engine.types import Delta, FinishReason, GenerationRequest
+from lcfin.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob
 from lcfin.errors import LcfinError
+
+if TYPE_CHECKING:
+    from lcfin.engine.grammar import RowGrammar
 
 __all__ = ["Scheduler", "Sequence"]
 
@@ -42,6 +45,8 @@ class Sequence:
     detok: IncrementalDetokenizer
     stops: StopStringFilter
     max_tokens: int
+    #: The request's grammar matcher (structured outputs), or None for free text.
+    grammar: RowGrammar | None = None
     aborted: bool = False
     generated: int = 0
     last_token: int = 0
@@ -193,7 +198,11 @@ class Scheduler:
 
     def _emit(self, seq: Sequence, logits: torch.Tensor) -> bool:
         """Sample the row's next token and post its delta; True when the request finished."""
+        if seq.grammar is not None:  # only this row is masked; the others stay untouched
+            logits = seq.grammar.mask(logits)
         token = seq.sampler.next_token(logits)
+        if seq.grammar is not None:
+            seq.grammar.accept(token)
         seq.generated += 1
         seq.last_token = token
         params = seq.request.params
@@ -201,7 +210,9 @@ class Scheduler:
         stop_reason: str | int | None = None
         if token in params.stop_token_ids:
             finish, stop_reason = "stop", token
-        elif token in self.eos_ids and not params.ignore_eos:
+        elif (token in self.eos_ids and not params.ignore_eos) or (
+            seq.grammar is not None and seq.grammar.terminated
+        ):
             finish = "stop"
         text = "" if finish else seq.stops.push(seq.detok.push(token))
         if seq.stops.matched is not None:
@@ -211,7 +222,13 @@ class Scheduler:
         if finish is not None and seq.stops.matched is None:
             text += seq.stops.push(seq.detok.flush()) + seq.stops.flush()
         prompt_tokens = len(seq.request.prompt_token_ids) if seq.generated == 1 else None
-        seq.post(Delta(text, 1, finish, prompt_tokens=prompt_tokens, stop_reason=stop_reason))
+        logprobs = _logprobs(seq, token) if params.logprobs is not None else None
+        seq.post(
+            Delta(
+                text, 1, finish, prompt_tokens=prompt_tokens, stop_reason=stop_reason,
+                logprobs=logprobs,
+            )
+        )  # fmt: skip
         return finish is not None
 
     def _fail(self, seqs: list[Sequence], exc: Exception) -> None:
@@ -225,3 +242,14 @@ class Scheduler:
             seq.post(Delta("", finish_reason="abort"))
         self.rows, self.batch = [], BatchKV()
         self.pending.clear()
+
+
+def _logprobs(seq: Sequence, token: int) -> tuple[TokenLogprob, ...] | None:
+    """The chosen token's logprob and its alternatives, from the sampler's processed logits."""
+    processed = seq.sampler.processed
+    if processed is None:
+        return None
+    chosen, top = logprobs_of(processed, token, seq.request.params.logprobs or 0)
+    decode = seq.detok.tokenizer.decode
+    alternatives = tuple((decode([i]), v) for i, v in top)
+    return (TokenLogprob(decode([token]), chosen, token, alternatives),)

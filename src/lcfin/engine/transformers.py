@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lcfin.engine.backend import BackendStats, Tokenizer
+from lcfin.engine.grammar import GrammarCache, RowGrammar
 from lcfin.engine.sampling import RequestSampler
 from lcfin.engine.scheduler import Scheduler, Sequence
 from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
@@ -99,6 +100,8 @@ class TransformersBackend:
         if warm_up:
             with torch.inference_mode():
                 self._scheduler.warm_up()
+        self._grammars: GrammarCache | None = None
+        self._grammars_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="lcfin-model", daemon=True)
         self._thread.start()
@@ -170,7 +173,10 @@ class TransformersBackend:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream deltas for `request`; closing the iterator aborts it."""
-        seq = self._admit(request)
+        grammar = None
+        if request.params.response_format is not None:  # compiling may take a while: off-loop
+            grammar = await asyncio.to_thread(self._grammar, request)
+        seq = self._admit(request, grammar)
         try:
             while True:
                 item = await seq.out.get()
@@ -182,7 +188,7 @@ class TransformersBackend:
         finally:
             seq.aborted = True
 
-    def _admit(self, request: GenerationRequest) -> Sequence:
+    def _admit(self, request: GenerationRequest, grammar: RowGrammar | None = None) -> Sequence:
         if self._closed:
             raise LcfinError("The backend is closed", hint="load a model again")
         prompt_len = len(request.prompt_token_ids)
@@ -202,9 +208,21 @@ class TransformersBackend:
             detok=IncrementalDetokenizer(self.tokenizer),
             stops=StopStringFilter(request.all_stops),
             max_tokens=min(wanted, room) if wanted is not None else room,
+            grammar=grammar,
         )
         self._inbox.put(seq)
         return seq
+
+    def _grammar(self, request: GenerationRequest) -> RowGrammar | None:
+        """The request's grammar matcher (compiled here, so a bad schema fails the call)."""
+        fmt = request.params.response_format
+        if fmt is None:
+            return None
+        with self._grammars_lock:  # built once, on the first structured request
+            if self._grammars is None:
+                vocab = int(self.model.get_output_embeddings().weight.shape[0])
+                self._grammars = GrammarCache(self.tokenizer, vocab, self.eos_ids)
+        return self._grammars.matcher(fmt)
 
     def stats(self) -> BackendStats:
         """Requests in the running batch, and waiting for a place in it."""

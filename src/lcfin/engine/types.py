@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from lcfin.errors import InvalidParameter
 
@@ -16,8 +17,10 @@ __all__ = [
     "FinishReason",
     "GenerationRequest",
     "Message",
+    "ResponseFormat",
     "SamplingParams",
     "Timings",
+    "TokenLogprob",
     "Usage",
     "new_request_id",
 ]
@@ -27,6 +30,7 @@ FinishReason = Literal["stop", "length", "abort", "error"]
 Message = dict[str, object]
 
 MAX_STOP_SEQUENCES = 16
+MAX_TOP_LOGPROBS = 20
 
 #: How the built-in demo model is labelled wherever it is listed.
 DEMO_NOTICE = (
@@ -43,6 +47,59 @@ def new_request_id(prefix: str = "cmpl") -> str:
 def _check(ok: bool, param: str, message: str) -> None:
     if not ok:
         raise InvalidParameter(message, param=param)
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """Constrain the output to JSON: any object (`schema_json=None`) or one JSON Schema.
+
+    `schema_json` is the schema serialised compactly; it keys the compiled-grammar cache.
+    """
+
+    schema_json: str | None = None
+    name: str | None = None
+    strict: bool = True
+    #: Literal text around the JSON (a forced tool call's `<tool_call>` ... `</tool_call>`).
+    prefix: str = ""
+    suffix: str = ""
+
+    @classmethod
+    def parse(cls, value: object) -> ResponseFormat | None:
+        """From OpenAI's `response_format` dict (or a ResponseFormat); None for type "text".
+
+        Raises:
+            InvalidParameter: an unknown type, or a json_schema without a schema object.
+        """
+        if value is None or isinstance(value, ResponseFormat):
+            return value
+        _check(isinstance(value, dict), "response_format", "response_format must be an object")
+        assert isinstance(value, dict)
+        kind = value.get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return cls()
+        _check(
+            kind == "json_schema",
+            "response_format",
+            f"response_format type must be text, json_object or json_schema, got {kind!r}",
+        )
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        _check(
+            isinstance(schema, dict),
+            "response_format",
+            "response_format.json_schema.schema must be a JSON Schema object",
+        )
+        assert isinstance(spec, dict)
+        text = json.dumps(schema, separators=(",", ":"))  # key order matters: keep it
+        name = spec.get("name")
+        return cls(text, str(name) if name else None, spec.get("strict") is not False)
+
+    @property
+    def schema(self) -> dict[str, object] | None:
+        """The JSON Schema (None for any JSON object)."""
+        return None if self.schema_json is None else json.loads(self.schema_json)
 
 
 @dataclass(frozen=True)
@@ -64,8 +121,13 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    #: Constrained decoding to JSON (an OpenAI `response_format` dict is accepted too).
+    response_format: ResponseFormat | None = None
+    #: Return the chosen tokens' logprobs and this many alternatives (0-20); None: no logprobs.
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "response_format", ResponseFormat.parse(self.response_format))
         if isinstance(self.stop, str):  # accept a single string like OpenAI's API
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -104,6 +166,12 @@ class SamplingParams:
             "stop",
             "stop sequences must be non-empty strings",
         )
+        lp = self.logprobs
+        _check(
+            lp is None or 0 <= lp <= MAX_TOP_LOGPROBS,
+            "top_logprobs",
+            f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {lp}",
+        )
 
     @property
     def greedy(self) -> bool:
@@ -130,6 +198,16 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability, and the most likely alternatives at its step."""
+
+    token: str
+    logprob: float
+    token_id: int | None = None
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Delta:
     """One step of a streamed generation: new text, how many tokens it took, maybe the end."""
 
@@ -138,6 +216,8 @@ class Delta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     stop_reason: str | int | None = None
+    #: One entry per token of this step, when the request asked for logprobs.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +235,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class Timings:
-    """Wall-clock timings of a request in seconds."""
+    """Wall-clock timings of a request in seconds (`queue_s` is an estimate, see telemetry)."""
 
     queue_s: float = 0.0
     time_to_first_token_s: float | None = None
@@ -173,6 +253,14 @@ class Completion:
     request_id: str
     timings: Timings = field(default_factory=Timings)
     dropped_messages: int = 0
+    #: What the request cost in USD (token prices + its share of the hardware; see telemetry).
+    cost_usd: float | None = None
+    #: Every generated token's logprob, when the request asked for them.
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    #: The parsed JSON (or pydantic model) when the library was given `json_schema=`.
+    parsed: Any = None
+    #: Function calls the model made (`ToolCall`s), when the request had tools.
+    tool_calls: tuple[Any, ...] | None = None
 
     def __str__(self) -> str:
         return self.text

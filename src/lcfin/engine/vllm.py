@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.backend import BackendStats, Tokenizer
 from lcfin.engine.types import Delta, FinishReason, GenerationRequest
+from lcfin.engine.vllm_structured import logprobs_from_output, sampling_kwargs
 from lcfin.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
@@ -64,31 +65,6 @@ MemoryReader = Callable[[], "int | None"]
 # -- pure mapping (no vllm) ---------------------------------------------------------------------
 
 
-def sampling_kwargs(request: GenerationRequest, max_model_len: int) -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams` (all but `output_kind`) for `request`.
-
-    `max_tokens` is capped at what the context leaves (vLLM's default would be 16).
-    """
-    p = request.params
-    room = max_model_len - len(request.prompt_token_ids)
-    return {
-        "n": 1,
-        "max_tokens": room if p.max_tokens is None else min(p.max_tokens, room),
-        "temperature": p.temperature,
-        "top_p": p.top_p,
-        "top_k": p.top_k if p.top_k > 0 else 0,  # lcfin's 0 / -1 = off = vLLM's 0
-        "stop": list(request.all_stops) or None,
-        "stop_token_ids": list(p.stop_token_ids) or None,
-        "seed": p.seed,
-        "presence_penalty": p.presence_penalty,
-        "frequency_penalty": p.frequency_penalty,
-        "repetition_penalty": p.repetition_penalty,
-        "ignore_eos": p.ignore_eos,
-        "skip_special_tokens": True,
-        "include_stop_str_in_output": False,
-    }
-
-
 def finish_reason_of(reason: str | None, finished: bool) -> FinishReason | None:
     """lcfin's finish reason for vLLM's (None while the sequence runs)."""
     if reason is None:
@@ -96,7 +72,7 @@ def finish_reason_of(reason: str | None, finished: bool) -> FinishReason | None:
     return FINISH_REASONS.get(reason, "stop")
 
 
-def delta_from_output(output: Any, *, first: bool) -> Delta:
+def delta_from_output(output: Any, *, first: bool, logprobs: int | None = None) -> Delta:
     """A `Delta` from one DELTA-kind `RequestOutput` (duck-typed: attribute names only).
 
     `prompt_tokens` is set on the first output only, from `prompt_token_ids`.
@@ -111,6 +87,7 @@ def delta_from_output(output: Any, *, first: bool) -> Delta:
         finish_reason=reason,
         prompt_tokens=len(prompt) if first and prompt is not None else None,
         stop_reason=comp.stop_reason if comp is not None and reason else None,
+        logprobs=logprobs_from_output(comp, logprobs),
     )
 
 
@@ -286,7 +263,7 @@ class VLLMBackend:
         done, first = False, True
         try:
             async for output in stream:
-                delta = delta_from_output(output, first=first)
+                delta = delta_from_output(output, first=first, logprobs=request.params.logprobs)
                 first, done = False, delta.finish_reason is not None
                 yield delta
                 if done:
@@ -385,7 +362,11 @@ def _vllm_api() -> dict[str, Any]:
     except ImportError:  # before the rendered-input API: TokensPrompt dicts
         tokens_input = None
 
-    def make_sampling(**kwargs: Any) -> Any:
+    def make_sampling(structured_outputs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if structured_outputs is not None:  # imported only when a request needs it
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kwargs["structured_outputs"] = StructuredOutputsParams(**structured_outputs)
         return SamplingParams(output_kind=RequestOutputKind.DELTA, **kwargs)
 
     return {

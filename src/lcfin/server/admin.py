@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lcfin.errors import Conflict, InvalidParameter, LcfinError, ModelNotFound
+from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ async def health(request: Request) -> Response:
             "current_model": st.model,
             "backend": st.backend,
             "profile": st.profile,
-            "gpu_available": llm.profile.is_gpu,
+            "gpu_available": llm.gpu_available,
             "uptime": round(time.time() - request.app.state.started, 3),
             "version": VERSION,
             "loading_model": st.loading_model,
@@ -145,9 +146,10 @@ async def loading_status(request: Request) -> Response:
 
 async def inference(request: Request) -> Response:
     """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
-    from lcfin.server.openai import read_json
+    from lcfin.server.openai import cost_header, read_json
 
     req = InferenceRequest.model_validate(await read_json(request))
+    check_text(req.prompt, "prompt")
     llm: FinancialLLM = request.app.state.llm
     done = await llm.achat(
         req.prompt,
@@ -169,7 +171,7 @@ async def inference(request: Request) -> Response:
             "total_s": done.timings.total_s,
         },
     }
-    return JSONResponse(body)
+    return JSONResponse(body, headers=cost_header([done]))
 
 
 def routes() -> list[Route]:

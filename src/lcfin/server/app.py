@@ -24,9 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
-from lcfin.server import admin, docs, openai
+from lcfin.server import admin, analytics, docs, openai
 from lcfin.server.context import RequestIdMiddleware, current_request_id
+from lcfin.server.ratelimit import Limits, RateLimiter, RateLimitMiddleware
 from lcfin.server.security import AuthMiddleware, BodyLimitMiddleware
+from lcfin.telemetry.wiring import Telemetry
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
@@ -35,6 +37,9 @@ __all__ = ["create_app", "error_body"]
 
 log = logging.getLogger(__name__)
 
+_RL_HEADERS = [
+    f"x-ratelimit-{w}-{k}" for w in ("limit", "remaining", "reset") for k in ("requests", "tokens")
+]
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error"}
 
 
@@ -47,6 +52,8 @@ def error_body(
 
 async def _lcfin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LcfinError)
+    if type(exc) is LcfinError:  # an engine failure with no class: its details stay in the log
+        return await _server_error(request, exc)
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
@@ -98,7 +105,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(message, "server_error"), status_code=500)
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
+def _middleware(settings: Settings, limiter: RateLimiter | None) -> list[Middleware]:
     stack = [Middleware(RequestIdMiddleware)]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -108,30 +115,55 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 allow_origins=origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["x-request-id", "retry-after"],
+                expose_headers=["x-request-id", "retry-after", "x-lcfin-cost-usd", *_RL_HEADERS],
             )
         )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     stack.append(Middleware(AuthMiddleware, api_keys=settings.api_key_list(), admin_key=admin_key))
+    stack.append(Middleware(RateLimitMiddleware, limiter=limiter))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
     return stack
 
 
+def _rate_limiter(llm: FinancialLLM, settings: Settings) -> RateLimiter | None:
+    """The LCFIN_RATE_LIMITS limiter, charged with each generation's tokens; None when off."""
+    limits = Limits.parse(settings.rate_limits)
+    if limits is None:
+        return None
+    limiter = RateLimiter(limits)
+    llm.record_hooks.append(limiter.on_record)
+    return limiter
+
+
 def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
-    """The lcfin server over `llm`; it loads `llm.initial_model` at start-up if none is loaded."""
+    """The lcfin server over `llm`; it loads `llm.initial_model` at start-up if none is loaded.
+
+    Its telemetry (usage ledger + Prometheus metrics, `app.state.telemetry`) hooks into `llm`
+    now; the lifespan starts the ledger's writer and closes it on shutdown, writing the last
+    records.
+
+    Raises:
+        LcfinError: the usage ledger (LCFIN_USAGE_DB) cannot be opened.
+    """
+    telemetry = Telemetry.from_settings(llm, settings)
+    limiter = _rate_limiter(llm, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        telemetry.start()
         task = None
         if llm.status().model is None:
             task = asyncio.create_task(admin.load_in_background(llm, llm.initial_model))
-        yield
-        if task is not None and not task.done():
-            task.cancel()
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+            await asyncio.to_thread(telemetry.close)
 
     app = Starlette(
-        routes=[*openai.routes(), *admin.routes(), *docs.routes()],
-        middleware=_middleware(settings),
+        routes=[*openai.routes(), *admin.routes(), *analytics.routes(), *docs.routes()],
+        middleware=_middleware(settings, limiter),
         exception_handlers={
             LcfinError: _lcfin_error,
             ValidationError: _validation_error,
@@ -142,5 +174,6 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     )
     app.state.llm = llm
     app.state.settings = settings
+    app.state.telemetry = telemetry
     app.state.started = time.time()
     return app

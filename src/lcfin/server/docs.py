@@ -77,6 +77,16 @@ def openapi_document() -> dict[str, Any]:
         "/load-model": {"post": _plain("Switch model in the background (?model_name=..., admin)")},
         "/loading-status": {"get": _plain("idle / loading / ready / failed")},
         "/inference": {"post": inference},
+        "/metrics": {"get": _plain("Prometheus metrics, `lcfin:` names after vLLM's (admin)")},
+        "/analytics/performance": {
+            "get": _plain("Latency percentiles, throughput, error rates (?window=&model=&key=)")
+        },
+        "/analytics/usage": {
+            "get": _plain("Requests and tokens by model, endpoint, key and hour (admin)")
+        },
+        "/analytics/costs": {
+            "get": _plain("Token and hardware costs, cost per 1K tokens, recommendations")
+        },
     }
     error = {
         "description": "OpenAI error envelope",

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
+from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -28,6 +29,7 @@ from lcfin.server.protocol import (
     chunk_id,
     wire_finish,
 )
+from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
 from lcfin.server.streaming import (
     ClientGone,
     merge_streams,
@@ -41,10 +43,22 @@ from lcfin.server.streaming import (
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
 
-__all__ = ["read_json", "routes", "served_model"]
+__all__ = ["COST_HEADER", "cost_header", "read_json", "routes", "served_model"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
+#: What a non-streaming request cost in USD; a stream carries it in its usage chunk instead
+#: (`usage.cost_usd`), since headers are sent before the cost is known (docs/analytics.md).
+COST_HEADER = "x-lcfin-cost-usd"
+
+
+def _cost(done: list[Completion]) -> float:
+    return sum(c.cost_usd or 0.0 for c in done)
+
+
+def cost_header(done: list[Completion]) -> dict[str, str]:
+    """The x-lcfin-cost-usd header for a request's finished generations."""
+    return {COST_HEADER: f"{_cost(done):.10f}"}
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -52,7 +66,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...
         raise InvalidParameter("The request body is not valid JSON", param="body") from None
     if not isinstance(body, dict):
         raise InvalidParameter("The request body must be a JSON object", param="body")
@@ -103,6 +117,28 @@ async def _collect(streams: list[AsyncIterator[Delta | Completion]]) -> list[Com
     return list(await asyncio.gather(*(final(s) for s in streams)))
 
 
+def _final_chat_chunks(
+    rid: str, created: int, model: str, index: int, done: Completion, req: ChatCompletionRequest
+) -> list[ChatCompletionChunk]:
+    """The last chunks of a choice: with tools, its whole reply (text or calls), then finish.
+
+    A reply that may hold tool calls is parsed once it is complete, so with tools enabled the
+    text and tool calls arrive in one chunk at the end rather than token by token.
+    """
+    chunks = []
+    if req.tools_enabled and (done.text or done.tool_calls or done.logprobs):
+        chunks.append(
+            ChatCompletionChunk.text(
+                rid, created, model, index, content=done.text or None,
+                tool_calls=tool_call_chunks(done.tool_calls) if done.tool_calls else None,
+                logprobs=chat_logprobs(done.logprobs),
+            )
+        )  # fmt: skip
+    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
+    chunks.append(ChatCompletionChunk.text(rid, created, model, index, finish=finish))
+    return chunks
+
+
 def _include_usage(request: Request, wanted: bool) -> bool:
     settings: Settings = request.app.state.settings
     return wanted or settings.force_include_usage
@@ -112,10 +148,12 @@ async def _stream_response(
     request: Request, events: AsyncIterator[tuple[int, Delta | Completion]], render: Any
 ) -> Response:
     """Start the SSE response once the first event is in (so early errors get a status)."""
-    try:
-        _, events = await prime(events)
+    try:  # a client that leaves during queueing or prefill aborts the generation too
+        _, events = await unless_disconnected(request, prime(events))
     except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
         return Response(status_code=204)
+    except ClientGone:
+        return Response(status_code=499)
 
     async def body() -> AsyncIterator[str]:
         rid = request.scope.get("state", {}).get("request_id", "-")
@@ -133,6 +171,7 @@ async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
     req = ChatCompletionRequest.model_validate(await read_json(request))
     req.check_supported()
+    check_chat(req, request.app.state.settings.max_messages)
     llm: FinancialLLM = request.app.state.llm
     model = served_model(llm, req.model)
     rid = chunk_id("chatcmpl")
@@ -148,7 +187,8 @@ async def chat_completions(request: Request) -> Response:
             done = await unless_disconnected(request, _collect(streams))
         except ClientGone:
             return Response(status_code=499)
-        return JSONResponse(ChatCompletionResponse.from_completions(rid, model, done).model_dump())
+        body = ChatCompletionResponse.from_completions(rid, model, done)
+        return JSONResponse(body.model_dump(), headers=cost_header(done))
     usage_wanted = _include_usage(request, req.include_usage)
     created = int(time.time())
 
@@ -158,17 +198,22 @@ async def chat_completions(request: Request) -> Response:
         finals: list[Completion] = []
         async for index, event in events:
             if isinstance(event, Delta):
-                if event.text:
+                if (event.text or event.logprobs) and not req.tools_enabled:
                     yield sse(
-                        ChatCompletionChunk.text(rid, created, model, index, content=event.text)
-                    )
+                        ChatCompletionChunk.text(
+                            rid, created, model, index, content=event.text,
+                            logprobs=chat_logprobs(event.logprobs),
+                        )
+                    )  # fmt: skip
             else:
                 finals.append(event)
-                finish = wire_finish(event.finish_reason)
-                yield sse(ChatCompletionChunk.text(rid, created, model, index, finish=finish))
+                for chunk in _final_chat_chunks(rid, created, model, index, event, req):
+                    yield sse(chunk)
         if usage_wanted and finals:
             usage = UsageInfo.of(
-                finals[0].usage.prompt_tokens, sum(f.usage.completion_tokens for f in finals)
+                finals[0].usage.prompt_tokens,
+                sum(f.usage.completion_tokens for f in finals),
+                _cost(finals),
             )
             yield sse(
                 ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
@@ -181,6 +226,7 @@ async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
     req = CompletionRequest.model_validate(await read_json(request))
     req.check_supported()
+    check_completion(req)
     llm: FinancialLLM = request.app.state.llm
     model = served_model(llm, req.model)
     rid = chunk_id("cmpl")
@@ -198,27 +244,32 @@ async def completions(request: Request) -> Response:
         except ClientGone:
             return Response(status_code=499)
         body = CompletionResponse.from_completions(rid, model, done, req.n)
-        return JSONResponse(body.model_dump())
+        return JSONResponse(body.model_dump(), headers=cost_header(done))
     usage_wanted = _include_usage(request, req.include_usage)
     created = int(time.time())
 
-    def chunk(index: int, text: str, finish: str | None) -> str:
-        choice = _TextChoice(index=index, text=text, finish_reason=finish)
+    offsets: dict[int, int] = {}  # text_offset of each choice's next token
+
+    def chunk(index: int, text: str, finish: str | None, lps: Any = None) -> str:
+        logprobs = completion_logprobs(lps, offsets.get(index, 0))
+        offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in lps or ())
+        choice = _TextChoice(index=index, text=text, finish_reason=finish, logprobs=logprobs)
         return sse(CompletionChunk(id=rid, created=created, model=model, choices=[choice]))
 
     async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
         finals: dict[int, Completion] = {}
         async for index, event in events:
             if isinstance(event, Delta):
-                if event.text:
-                    yield chunk(index, event.text, None)
+                if event.text or event.logprobs:
+                    yield chunk(index, event.text, None, event.logprobs)
             else:
                 finals[index] = event
                 yield chunk(index, "", wire_finish(event.finish_reason))
         if usage_wanted and finals:
             ordered = [finals[i] for i in sorted(finals)]
             prompt_tokens = sum(f.usage.prompt_tokens for f in ordered[:: req.n])
-            usage = UsageInfo.of(prompt_tokens, sum(f.usage.completion_tokens for f in ordered))
+            completion_tokens = sum(f.usage.completion_tokens for f in ordered)
+            usage = UsageInfo.of(prompt_tokens, completion_tokens, _cost(ordered))
             yield sse(
                 CompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
             )

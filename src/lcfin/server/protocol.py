@@ -19,6 +19,7 @@ from pydantic import (
 
 from lcfin.engine.types import Completion, FinishReason, new_request_id
 from lcfin.errors import InvalidParameter
+from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_calls_wire
 
 __all__ = [
     "ChatCompletionChunk",
@@ -81,6 +82,7 @@ class _Sampling(_Request):
     ignore_eos: bool | None = Field(
         None, description="lcfin extension (as vLLM): keep generating past end-of-sequence."
     )
+    response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         """Reject, by name, fields whose behaviour lcfin does not implement.
@@ -116,6 +118,7 @@ class _Sampling(_Request):
             "frequency_penalty": self.frequency_penalty,
             "repetition_penalty": self.repetition_penalty,
             "ignore_eos": self.ignore_eos,
+            "response_format": self.response_format,
         }
         return {k: v for k, v in values.items() if v is not None or k == "max_tokens"}
 
@@ -129,30 +132,27 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         """As `_Sampling.check_supported`, plus the chat-only fields."""
         super().check_supported()
-        if self.logprobs or self.top_logprobs:
-            raise InvalidParameter("logprobs are not supported yet", param="logprobs")
-        if self.tools:
-            raise InvalidParameter("tools are not supported yet", param="tools")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise InvalidParameter("tool_choice is not supported yet", param="tool_choice")
-        fmt = (self.response_format or {}).get("type", "text")
-        if fmt != "text":
-            raise InvalidParameter(
-                f"response_format type '{fmt}' is not supported yet", param="response_format"
-            )
-        for i, msg in enumerate(self.messages):
-            if msg.role == "tool":
-                raise InvalidParameter(
-                    "tool messages are not supported yet", param=f"messages[{i}]"
-                )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidParameter("top_logprobs needs logprobs=true", param="top_logprobs")
+
+    def sampling_kwargs(self, default_max_tokens: int | None) -> dict[str, Any]:
+        """As `_Sampling.sampling_kwargs`, plus logprobs and tools (validated by the core)."""
+        top = (self.top_logprobs or 0) if self.logprobs else None
+        extra = {"logprobs": top, "tools": self.tools, "tool_choice": self.tool_choice}
+        given = {k: v for k, v in extra.items() if v is not None}
+        return {**super().sampling_kwargs(default_max_tokens), **given}
+
+    @property
+    def tools_enabled(self) -> bool:
+        """Whether the reply is parsed for tool calls (then streamed whole at the end)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def _max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -160,7 +160,11 @@ class ChatCompletionRequest(_Sampling):
     def core_messages(self) -> list[dict[str, object]]:
         """Messages for FinancialLLM ('developer' is OpenAI's new name for 'system')."""
         return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.content or ""}
+            {
+                **(m.model_extra or {}),  # tool_calls, tool_call_id
+                "role": "system" if m.role == "developer" else m.role,
+                "content": m.content or "",
+            }
             for m in self.messages
         ]
 
@@ -179,10 +183,17 @@ class CompletionRequest(_Sampling):
         super().check_supported()
         if isinstance(self.prompt, list) and not self.prompt:
             raise InvalidParameter("prompt must not be an empty list", param="prompt")
-        for name in ("echo", "best_of", "suffix", "logprobs"):
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise InvalidParameter("logprobs must be in [0, 20]", param="logprobs")
+        for name in ("echo", "best_of", "suffix"):
             value = getattr(self, name)
             if value not in (None, False) and not (name == "best_of" and value == self.n):
                 raise InvalidParameter(f"{name} is not supported by lcfin", param=name)
+
+    def sampling_kwargs(self, default_max_tokens: int | None) -> dict[str, Any]:
+        """As `_Sampling.sampling_kwargs`, plus the legacy `logprobs` (top-n count)."""
+        kwargs = super().sampling_kwargs(default_max_tokens)
+        return kwargs if self.logprobs is None else {**kwargs, "logprobs": self.logprobs}
 
     def prompts(self) -> list[str]:
         """The prompt(s) as a list."""
@@ -193,18 +204,35 @@ class CompletionRequest(_Sampling):
 
 
 class UsageInfo(BaseModel):
-    """Token usage (CompletionUsage)."""
+    """Token usage (CompletionUsage), plus lcfin's `cost_usd` in a stream's usage chunk."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost_usd: float | None = Field(
+        None,
+        description=(
+            "lcfin extension, in a stream's usage chunk only: what the request cost in USD "
+            "(non-streaming responses carry it in the x-lcfin-cost-usd header)."
+        ),
+    )
 
     @classmethod
-    def of(cls, prompt: int, completion: int) -> UsageInfo:
-        """Usage from the two counts."""
+    def of(cls, prompt: int, completion: int, cost_usd: float | None = None) -> UsageInfo:
+        """Usage from the two counts (and the cost, for a stream's usage chunk)."""
         return cls(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=cost_usd,
         )
+
+    @model_serializer(mode="wrap")
+    def _drop_null_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("cost_usd") is None:
+            data.pop("cost_usd", None)
+        return data
 
 
 def wire_finish(reason: FinishReason | None) -> str | None:
@@ -216,13 +244,32 @@ class _ChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class _ChatChoice(BaseModel):
     index: int
     message: _ChoiceMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, index: int, c: Completion) -> _ChatChoice:
+        """A choice from a completion: its text or tool calls, and its logprobs."""
+        calls = tool_calls_wire(c.tool_calls)
+        return cls(
+            index=index,
+            message=_ChoiceMessage(content=c.text or (None if calls else ""), tool_calls=calls),
+            finish_reason="tool_calls" if calls else wire_finish(c.finish_reason),
+            logprobs=chat_logprobs(c.logprobs),
+        )
 
 
 class ChatCompletionResponse(BaseModel):
@@ -240,14 +287,7 @@ class ChatCompletionResponse(BaseModel):
         cls, rid: str, model: str, done: list[Completion]
     ) -> ChatCompletionResponse:
         """One choice per completion; usage counts the prompt once (as OpenAI does)."""
-        choices = [
-            _ChatChoice(
-                index=i,
-                message=_ChoiceMessage(content=c.text),
-                finish_reason=wire_finish(c.finish_reason),
-            )
-            for i, c in enumerate(done)
-        ]
+        choices = [_ChatChoice.of(i, c) for i, c in enumerate(done)]
         usage = UsageInfo.of(
             done[0].usage.prompt_tokens, sum(c.usage.completion_tokens for c in done)
         )
@@ -259,6 +299,7 @@ class _Delta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
     @model_serializer(mode="wrap")
     def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -269,7 +310,7 @@ class _ChunkChoice(BaseModel):
     index: int
     delta: _Delta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -286,10 +327,11 @@ class ChatCompletionChunk(BaseModel):
     def text(
         cls, rid: str, created: int, model: str, index: int, *, role: bool = False,
         content: str | None = None, finish: str | None = None,
+        logprobs: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None,
     ) -> ChatCompletionChunk:  # fmt: skip
-        """A chunk carrying a role, some text, or the finish reason of choice `index`."""
-        delta = _Delta(role="assistant" if role else None, content=content)
-        choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish)
+        """A chunk carrying a role, some text (and its logprobs), tool calls, or the finish."""
+        delta = _Delta(role="assistant" if role else None, content=content, tool_calls=tool_calls)
+        choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)
         return cls(id=rid, created=created, model=model, choices=[choice])
 
 
@@ -297,7 +339,7 @@ class _TextChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -316,7 +358,12 @@ class CompletionResponse(BaseModel):
     ) -> CompletionResponse:
         """Choices in prompt order, n per prompt; each prompt's tokens counted once."""
         choices = [
-            _TextChoice(index=i, text=c.text, finish_reason=wire_finish(c.finish_reason))
+            _TextChoice(
+                index=i,
+                text=c.text,
+                finish_reason=wire_finish(c.finish_reason),
+                logprobs=completion_logprobs(c.logprobs),
+            )
             for i, c in enumerate(done)
         ]
         prompt_tokens = sum(c.usage.prompt_tokens for c in done[::n])

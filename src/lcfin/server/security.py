@@ -16,6 +16,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lcfin.errors import Forbidden, LcfinError, PayloadTooLarge, Unauthorized
+from lcfin.telemetry.records import attribute_to
 
 __all__ = ["ADMIN_PATHS", "PUBLIC_PATHS", "AuthMiddleware", "BodyLimitMiddleware", "key_id"]
 
@@ -95,9 +96,11 @@ class AuthMiddleware:
             log.info("Refused %s %s: %s", scope["method"], scope["path"], refusal.openai_code)
             await send_error(send, refusal, {"www-authenticate": "Bearer"})
             return
-        if token is not None:
-            scope.setdefault("state", {})["api_key_id"] = key_id(token)
-        await self.app(scope, receive, send)
+        kid = key_id(token) if token is not None else None
+        if kid is not None:
+            scope.setdefault("state", {})["api_key_id"] = kid
+        with attribute_to(kid):  # the usage records of this request name the key's id
+            await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -40,9 +40,10 @@ def sse(chunk: BaseModel) -> str:
 
 def sse_error(exc: Exception, request_id: str) -> str:
     """The error event sent when a stream fails after its first byte."""
-    if isinstance(exc, LcfinError):
+    if isinstance(exc, LcfinError) and type(exc) is not LcfinError:
         body: dict[str, Any] = exc.to_openai()
-    else:
+    else:  # unexpected (a bare LcfinError is an engine failure): the details go to the log
+        log.error("Stream failed (request %s)", request_id, exc_info=exc)
         message = f"The server had an error while streaming (request id {request_id})"
         body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
     return f"data: {json.dumps(body)}\n\n"

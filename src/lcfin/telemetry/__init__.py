@@ -1,5 +1,11 @@
-"""Telemetry: one record per generation, aggregated into stats (metrics and ledger build on it)."""
+"""Telemetry: request records, costs, the usage ledger, Prometheus metrics and analytics.
 
-from lcfin.telemetry.records import RequestRecord, StatsCollector
+Light to import (no database or Prometheus code): the ledger, metrics, analytics and plot live
+in their own modules (`lcfin.telemetry.ledger`, `.metrics`, `.analytics`, `.plot`). lcfin never
+sends telemetry anywhere; see docs/analytics.md.
+"""
 
-__all__ = ["RequestRecord", "StatsCollector"]
+from lcfin.telemetry.costs import Prices
+from lcfin.telemetry.records import RequestRecord, StatsCollector, attribute_to
+
+__all__ = ["Prices", "RequestRecord", "StatsCollector", "attribute_to"]

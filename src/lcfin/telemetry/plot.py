@@ -1,0 +1,106 @@
+"""`lcfin usage --plot`: requests, tokens and latency percentiles per time bucket, as a PNG.
+
+matplotlib is an optional extra (`pip install 'lcfin[plot]'`), imported only here and only when
+a chart is asked for; the figure is drawn without pyplot (no global state, no display needed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lcfin.errors import LcfinError
+
+__all__ = ["write_usage_plot"]
+
+Bucket = dict[str, Any]
+_BLUE, _ORANGE, _GREEN, _RED, _GREY = "#3366aa", "#ee8833", "#339955", "#cc4444", "#888888"
+_UNITS = {60: "minute", 600: "10 minutes", 3600: "hour", 86400: "day"}
+
+
+def _figure() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise LcfinError(
+            "--plot needs matplotlib, which is not installed",
+            hint="pip install 'lcfin[plot]'",
+        ) from None
+    return Figure(figsize=(10, 6.6), dpi=110, layout="constrained")
+
+
+def _times(buckets: list[Bucket], offset_s: float = 0.0) -> list[datetime]:
+    return [datetime.fromtimestamp(b["start"] + offset_s, tz=timezone.utc) for b in buckets]
+
+
+def _legend(ax: Any, handles: Any = None) -> None:
+    """A legend in one row above the axes, where it hides no data."""
+    kw = {"handles": handles} if handles is not None else {}
+    ax.legend(**kw, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=4, fontsize=8,
+              frameon=False, borderaxespad=0.2)  # fmt: skip
+
+
+def _traffic(ax: Any, buckets: list[Bucket], bucket_s: float) -> None:
+    ax.bar(_times(buckets), [b["requests"] for b in buckets], width=bucket_s / 86400 * 0.85,
+           color=_BLUE, label="requests", align="edge")  # fmt: skip
+    ax.set_ylabel("requests", color=_BLUE)
+    times = _times(buckets, bucket_s / 2)  # points at the middle of their bucket
+    tokens = ax.twinx()
+    tokens.plot(times, [b["completion_tokens"] for b in buckets], color=_ORANGE, marker="o",
+                markersize=3, label="completion tokens")  # fmt: skip
+    tokens.plot(times, [b["prompt_tokens"] for b in buckets], color=_GREY, linestyle="--",
+                label="prompt tokens")  # fmt: skip
+    tokens.set_ylabel("tokens", color=_ORANGE)
+    tokens.set_ylim(bottom=0)
+    _legend(ax, ax.get_legend_handles_labels()[0] + tokens.get_legend_handles_labels()[0])
+
+
+def _latency(ax: Any, buckets: list[Bucket], bucket_s: float) -> None:
+    times = _times(buckets, bucket_s / 2)
+    for key, label, color, style in (
+        ("latency_p50_s", "latency p50", _GREEN, "-"),
+        ("latency_p95_s", "latency p95", _RED, "-"),
+        ("ttft_p50_s", "time to first token p50", _GREEN, ":"),
+        ("ttft_p95_s", "time to first token p95", _RED, ":"),
+    ):
+        values = [b[key] if b[key] is not None else float("nan") for b in buckets]
+        ax.plot(times, values, color=color, linestyle=style, marker="o", markersize=3, label=label)
+    ax.set_ylabel("seconds")
+    ax.set_ylim(bottom=0)
+    _legend(ax)
+
+
+def _time_axis(ax: Any, bucket_s: float) -> None:
+    from matplotlib.dates import DateFormatter
+
+    pattern = "%H:%M" if bucket_s < 3600 else "%m-%d %H:%M" if bucket_s < 86400 else "%Y-%m-%d"
+    formatter = DateFormatter(pattern, tz=timezone.utc)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(formatter)
+
+
+def write_usage_plot(
+    buckets: list[Bucket], path: Path, *, title: str, bucket_s: float, subtitle: str = ""
+) -> Path:
+    """Draw the per-bucket traffic (top) and latency percentiles (bottom) into a PNG at `path`.
+
+    Raises:
+        LcfinError: matplotlib is not installed.
+    """
+    fig = _figure()
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    unit = _UNITS.get(int(bucket_s), f"{bucket_s:g} s")
+    heading = f"{title}, per {unit} (UTC)" + (f"\n{subtitle}" if subtitle else "")
+    fig.suptitle(heading.replace("$", r"\$"), x=0.01, ha="left", fontsize=11)  # not mathtext
+    if buckets:
+        _traffic(top, buckets, bucket_s)
+        _latency(bottom, buckets, bucket_s)
+        _time_axis(bottom, bucket_s)
+    else:
+        top.text(0.5, 0.5, "no requests in this window", ha="center", transform=top.transAxes)
+    for ax in (top, bottom):
+        ax.grid(True, axis="y", alpha=0.3)
+    bottom.set_xlabel("time (UTC)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
