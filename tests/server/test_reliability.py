@@ -228,3 +228,9 @@ async def test_load_model_refuses_paths(server: Served, name: str) -> None:
     response = await server.client.post("/load-model", params={"model_name": name})
     assert_error(response, 404, "model_not_found", "model_name")
     assert server.llm.status().loading_model is None
+
+
+async def test_an_empty_prompt_is_a_400_not_a_500(server: Served) -> None:  # found by the fuzz
+    payload = {"model": server.model, "prompt": ["ok", ""], "max_tokens": 2}
+    response = await server.client.post("/v1/completions", json=payload)
+    assert_error(response, 400, "invalid_value", "prompt")

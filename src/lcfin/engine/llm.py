@@ -329,6 +329,8 @@ class FinancialLLM:
         tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
         if prompt is not None:
             ids = tok.encode(prompt)
+            if not ids:  # nothing to prefill: the engine would fail on an empty batch
+                raise InvalidParameter("The prompt is empty (no tokens)", param="prompt")
             rendered = RenderedPrompt(prompt, ids)
             return fit_messages(
                 [{"role": "user", "content": prompt}],
