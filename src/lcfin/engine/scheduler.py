@@ -81,6 +81,7 @@ class Scheduler:
         self.rows: list[Sequence] = []
         self.pending: deque[Sequence] = deque()
         self.batch = BatchKV()
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, Delta]]] = {}
 
     # -- admission and prefill ---------------------------------------------------------------
 
@@ -223,13 +224,23 @@ class Scheduler:
             text += seq.stops.push(seq.detok.flush()) + seq.stops.flush()
         prompt_tokens = len(seq.request.prompt_token_ids) if seq.generated == 1 else None
         logprobs = _logprobs(seq, token) if params.logprobs is not None else None
-        seq.post(
-            Delta(
-                text, 1, finish, prompt_tokens=prompt_tokens, stop_reason=stop_reason,
-                logprobs=logprobs,
-            )
-        )  # fmt: skip
+        delta = Delta(text, 1, finish, prompt_tokens, stop_reason, logprobs)
+        self._outbox.setdefault(seq.loop, []).append((seq, delta))
         return finish is not None
+
+    def flush(self) -> None:
+        """Hand this step's deltas over: one callback per caller loop, not one per row.
+
+        Each wake-up of an event loop costs CPU that the model's threads would otherwise use,
+        so a step's deltas travel together.
+        """
+        for loop, items in self._outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop is closed: nobody is listening any more
+                for seq, _ in items:
+                    seq.aborted = True
+        self._outbox.clear()
 
     def _fail(self, seqs: list[Sequence], exc: Exception) -> None:
         log.error("Generation failed for %d request(s): %s", len(seqs), exc, exc_info=exc)
@@ -242,6 +253,12 @@ class Scheduler:
             seq.post(Delta("", finish_reason="abort"))
         self.rows, self.batch = [], BatchKV()
         self.pending.clear()
+
+
+def _deliver(items: list[tuple[Sequence, Delta]]) -> None:
+    """Runs on the caller's event loop: queue each delta for its request."""
+    for seq, delta in items:
+        seq.out.put_nowait(delta)
 
 
 def _logprobs(seq: Sequence, token: int) -> tuple[TokenLogprob, ...] | None:

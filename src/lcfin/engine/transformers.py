@@ -182,6 +182,14 @@ class TransformersBackend:
                 item = await seq.out.get()
                 if isinstance(item, BaseException):
                     raise item
+                # A consumer that fell behind gets what is queued as one delta (as vLLM's
+                # DELTA mode does): fewer, larger chunks instead of an ever-longer backlog.
+                while item.finish_reason is None and not seq.out.empty():
+                    later = seq.out.get_nowait()
+                    if isinstance(later, BaseException):
+                        yield item
+                        raise later
+                    item = item.then(later)
                 yield item
                 if item.finish_reason is not None:
                     return
@@ -253,4 +261,6 @@ class TransformersBackend:
                 return
             with torch.inference_mode():
                 sched.admit()
+                sched.flush()
                 sched.step()
+                sched.flush()

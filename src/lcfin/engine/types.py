@@ -219,6 +219,20 @@ class Delta:
     #: One entry per token of this step, when the request asked for logprobs.
     logprobs: tuple[TokenLogprob, ...] | None = None
 
+    def then(self, later: Delta) -> Delta:
+        """This delta followed by `later`, as one (a consumer that fell behind catches up)."""
+        logprobs = self.logprobs
+        if later.logprobs is not None:
+            logprobs = (logprobs or ()) + later.logprobs
+        return Delta(
+            self.text + later.text,
+            self.num_tokens + later.num_tokens,
+            later.finish_reason,
+            self.prompt_tokens if self.prompt_tokens is not None else later.prompt_tokens,
+            later.stop_reason,
+            logprobs,
+        )
+
 
 @dataclass(frozen=True)
 class Usage:
