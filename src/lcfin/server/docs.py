@@ -10,19 +10,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.server import protocol as p
+from lcfin.server import protocol as p, responses as r
 
 __all__ = ["openapi_document", "routes"]
 
 _SCHEMA_MODELS: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
     (p.ChatCompletionRequest, "validation"),
-    (p.ChatCompletionResponse, "serialization"),
-    (p.ChatCompletionChunk, "serialization"),
+    (r.ChatCompletionResponse, "serialization"),
+    (r.ChatCompletionChunk, "serialization"),
     (p.CompletionRequest, "validation"),
-    (p.CompletionResponse, "serialization"),
-    (p.CompletionChunk, "serialization"),
-    (p.ModelList, "serialization"),
-    (p.ErrorResponse, "serialization"),
+    (r.CompletionResponse, "serialization"),
+    (r.CompletionChunk, "serialization"),
+    (r.ModelList, "serialization"),
+    (r.ErrorResponse, "serialization"),
     (p.InferenceRequest, "validation"),
 ]
 

@@ -15,21 +15,19 @@ from starlette.routing import Route
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
 from lcfin.server.limits import check_chat, check_completion
-from lcfin.server.protocol import (
+from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
+from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
+from lcfin.server.responses import (
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionChunk,
-    CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
     UsageInfo,
     _TextChoice,
-    chunk_id,
     wire_finish,
 )
-from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
 from lcfin.server.streaming import (
     ClientGone,
     merge_streams,

@@ -1,0 +1,246 @@
+"""Pydantic models of the OpenAI wire format's responses (named as in OpenAI's spec).
+
+Data only, like protocol.py (the requests): each response model owns its conversion from the
+core's `Completion`s / `Delta`s (`from_completions`, `text`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+from lcfin.engine.types import Completion, FinishReason
+from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_calls_wire
+
+__all__ = [
+    "ChatCompletionChunk",
+    "ChatCompletionResponse",
+    "CompletionChunk",
+    "CompletionResponse",
+    "ErrorResponse",
+    "ModelCard",
+    "ModelList",
+    "UsageInfo",
+    "wire_finish",
+]
+
+
+class UsageInfo(BaseModel):
+    """Token usage (CompletionUsage), plus lcfin's `cost_usd` in a stream's usage chunk."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float | None = Field(
+        None,
+        description=(
+            "lcfin extension, in a stream's usage chunk only: what the request cost in USD "
+            "(non-streaming responses carry it in the x-lcfin-cost-usd header)."
+        ),
+    )
+
+    @classmethod
+    def of(cls, prompt: int, completion: int, cost_usd: float | None = None) -> UsageInfo:
+        """Usage from the two counts (and the cost, for a stream's usage chunk)."""
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=cost_usd,
+        )
+
+    @model_serializer(mode="wrap")
+    def _drop_null_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("cost_usd") is None:
+            data.pop("cost_usd", None)
+        return data
+
+
+def wire_finish(reason: FinishReason | None) -> str | None:
+    """OpenAI's finish reasons are stop/length: an aborted request reports where it ended."""
+    return {"abort": "stop", "error": "stop"}.get(reason or "", reason)
+
+
+class _ChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    refusal: None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_no_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
+
+
+class _ChatChoice(BaseModel):
+    index: int
+    message: _ChoiceMessage
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, index: int, c: Completion) -> _ChatChoice:
+        """A choice from a completion: its text or tool calls, and its logprobs."""
+        calls = tool_calls_wire(c.tool_calls)
+        return cls(
+            index=index,
+            message=_ChoiceMessage(content=c.text or (None if calls else ""), tool_calls=calls),
+            finish_reason="tool_calls" if calls else wire_finish(c.finish_reason),
+            logprobs=chat_logprobs(c.logprobs),
+        )
+
+
+class ChatCompletionResponse(BaseModel):
+    """The non-streaming chat completion."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[_ChatChoice]
+    usage: UsageInfo
+
+    @classmethod
+    def from_completions(
+        cls, rid: str, model: str, done: list[Completion]
+    ) -> ChatCompletionResponse:
+        """One choice per completion; usage counts the prompt once (as OpenAI does)."""
+        choices = [_ChatChoice.of(i, c) for i, c in enumerate(done)]
+        usage = UsageInfo.of(
+            done[0].usage.prompt_tokens, sum(c.usage.completion_tokens for c in done)
+        )
+        return cls(id=rid, model=model, choices=choices, usage=usage)
+
+
+class _Delta(BaseModel):
+    """Only the fields a chunk carries are sent (OpenAI sends `{}` in the last chunk)."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class _ChunkChoice(BaseModel):
+    index: int
+    delta: _Delta
+    finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[_ChunkChoice]
+    usage: UsageInfo | None = None
+
+    @classmethod
+    def text(
+        cls, rid: str, created: int, model: str, index: int, *, role: bool = False,
+        content: str | None = None, finish: str | None = None,
+        logprobs: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None,
+    ) -> ChatCompletionChunk:  # fmt: skip
+        """A chunk carrying a role, some text (and its logprobs), tool calls, or the finish."""
+        delta = _Delta(role="assistant" if role else None, content=content, tool_calls=tool_calls)
+        choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)
+        return cls(id=rid, created=created, model=model, choices=[choice])
+
+
+class _TextChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+
+class CompletionResponse(BaseModel):
+    """The non-streaming text completion."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[_TextChoice]
+    usage: UsageInfo
+
+    @classmethod
+    def from_completions(
+        cls, rid: str, model: str, done: list[Completion], n: int
+    ) -> CompletionResponse:
+        """Choices in prompt order, n per prompt; each prompt's tokens counted once."""
+        choices = [
+            _TextChoice(
+                index=i,
+                text=c.text,
+                finish_reason=wire_finish(c.finish_reason),
+                logprobs=completion_logprobs(c.logprobs),
+            )
+            for i, c in enumerate(done)
+        ]
+        prompt_tokens = sum(c.usage.prompt_tokens for c in done[::n])
+        usage = UsageInfo.of(prompt_tokens, sum(c.usage.completion_tokens for c in done))
+        return cls(id=rid, model=model, choices=choices, usage=usage)
+
+
+class CompletionChunk(BaseModel):
+    """One SSE event of a streamed text completion (`usage` only in the usage chunk)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[_TextChoice]
+    usage: UsageInfo | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_null_usage(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("usage") is None:
+            data.pop("usage", None)
+        return data
+
+
+class ModelCard(BaseModel):
+    """One entry of /v1/models; `loaded` says whether it serves now (else: switchable)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "lcfin"
+    loaded: bool = False
+    demo: bool = False
+    description: str = ""
+    max_model_len: int | None = None
+
+
+class ModelList(BaseModel):
+    """GET /v1/models."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class _ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error envelope."""
+
+    error: _ErrorBody
