@@ -72,7 +72,8 @@ def slow_down(served: Served, delay_s: float = 0.05) -> None:
         events = real(request)
         try:
             async for delta in events:
-                await asyncio.sleep(delay_s)
+                # per token: the backend merges the deltas of a consumer that falls behind
+                await asyncio.sleep(delay_s * max(delta.num_tokens, 1))
                 yield delta
         finally:
             await events.aclose()
