@@ -305,8 +305,9 @@ async def test_sync_api_works_in_a_running_loop_and_matches_async(shared_llm):
     assert answer == await llm.aask(Q, system="Be brief.", **GREEDY)
     brief = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": Q}]
     assert answer == llm.chat(brief, **GREEDY).text
-    assert [c async for c in llm.astream(Q, **GREEDY)] == list(llm.stream(Q, **GREEDY))
-    assert [c async for c in llm.astream_completion(Q, **GREEDY)] == list(
+    # Chunk boundaries depend on timing (a consumer that falls behind gets merged deltas).
+    assert "".join([c async for c in llm.astream(Q, **GREEDY)]) == "".join(llm.stream(Q, **GREEDY))
+    assert "".join([c async for c in llm.astream_completion(Q, **GREEDY)]) == "".join(
         llm.stream_completion(Q, **GREEDY)
     )
     # complete() takes the raw text: no chat template, so a shorter prompt.
