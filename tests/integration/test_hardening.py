@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_usage_restart import SEED_VARS, _free_port
+from tests.integration.test_usage_restart import SEED_VARS, _free_port, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -95,7 +95,7 @@ def scenario(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            _wait_ready(proc, url, log)
+            wait_ready(proc, url, log)
             model = httpx.get(f"{url}/v1/models", headers=USER).json()["data"][0]["id"]
             _exercise(url, model, result.responses)
             _sigterm_mid_stream(proc, url, model, result)
@@ -107,19 +107,6 @@ def scenario(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     result.output = log.read_bytes()
     result.ledger = b"".join(p.read_bytes() for p in tmp.glob("usage.db*"))
     return result
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"lcfin serve not ready:\n{log.read_text()}")
 
 
 def _sigterm_mid_stream(proc: subprocess.Popen[bytes], url: str, model: str, r: Scenario) -> None:

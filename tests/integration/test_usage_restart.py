@@ -26,6 +26,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SEED_VARS = ("HF_TOKEN_LC", "HF_TOKEN", "MODEL_NAME", "DEPLOYMENT_ENV", "USE_VLLM", "HF_HOME")
 
 
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    """Poll an `lcfin serve` subprocess's /health/ready until 200 (120 s at most)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"lcfin serve exited:\n{log.read_text()}"
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"lcfin serve not ready after 120 s:\n{log.read_text()}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,19 +63,7 @@ class Server:
                "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
         self.log = log.open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready(log)
-
-    def _wait_ready(self, log: Path) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"lcfin serve exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"lcfin serve not ready after 120 s:\n{log.read_text()}")
+        wait_ready(self.proc, self.url, log)
 
     def chat(self, max_tokens: int, timeout: float = 60) -> str:
         body = {"model": "served", "messages": [{"role": "user", "content": "Define EBITDA."}],
