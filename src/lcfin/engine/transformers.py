@@ -1,7 +1,8 @@
 """TransformersBackend: Hugging Face Transformers on CPU or GPU, with continuous batching.
 
-One model thread does all the compute (see `scheduler.py`); asyncio callers receive `Delta`s
-through their own event loop (`call_soon_threadsafe`), so they never block it. Requests wait in
+One model thread does all the compute, loading and warm-up included (see `modelthread.py` for
+why, `scheduler.py` for the batching); asyncio callers receive `Delta`s through their own event
+loop (`call_soon_threadsafe`), so they never block it. Requests wait in
 arrival order, join the running batch at any decoding step and leave it the step they finish.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from lcfin.engine.backend import BackendStats, Tokenizer
 from lcfin.engine.grammar import GrammarCache, RowGrammar
+from lcfin.engine.modelthread import ModelThread
 from lcfin.engine.sampling import RequestSampler
 from lcfin.engine.scheduler import Scheduler, Sequence
 from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
@@ -78,7 +80,9 @@ class TransformersBackend:
         max_num_seqs: int = 32,
         max_batched_tokens: int = 2048,
         warm_up: bool = True,
+        thread: ModelThread | None = None,
     ) -> None:
+        """Serve `model` (already loaded); `thread` is the one that loaded it, if any."""
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -97,14 +101,17 @@ class TransformersBackend:
             max_batched_tokens=max(max_batched_tokens, 1),
             cache_kw=self._cache_kw,
         )
-        if warm_up:
-            with torch.inference_mode():
-                self._scheduler.warm_up()
         self._grammars: GrammarCache | None = None
         self._grammars_lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="lcfin-model", daemon=True)
-        self._thread.start()
+        self._thread = thread or ModelThread()
+        if warm_up:
+            try:
+                self._thread.call(self._warm_up)
+            except BaseException:
+                self._thread.stop()
+                raise
+        self._thread.submit(self._loop)
 
     @classmethod
     def load(
@@ -132,24 +139,34 @@ class TransformersBackend:
         name = dtype or (profile.dtype if device.type == "cuda" else "float32")
         torch_dtype = _DTYPES.get(name, torch.float32)
         started = time.monotonic()
-        try:
+
+        def read() -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch_dtype, trust_remote_code=settings.trust_remote_code
             )
-            model.to(device).eval()
+            return model.to(device).eval(), tokenizer
+
+        thread = ModelThread()  # loads, warms up and then serves the model: see modelthread.py
+        try:
+            model, tokenizer = thread.call(read)
         except torch.OutOfMemoryError:
+            thread.stop()
             raise ModelLoadFailed(
                 f"Out of memory while loading {spec.name} on {device}",
                 model=spec.name,
                 hint="use a smaller model or a profile with more memory (`lcfin plan`)",
             ) from None
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+            thread.stop()
             raise ModelLoadFailed(
                 f"Could not load {spec.name} from {path}: {type(exc).__name__}: {exc}",
                 model=spec.name,
                 hint="the files may be incomplete or corrupt; re-download with `lcfin download`",
             ) from None
+        except BaseException:
+            thread.stop()
+            raise
         limit = int(getattr(model.config, "max_position_embeddings", 0) or profile.max_model_len)
         context = min(max_model_len or profile.max_model_len, limit)
         log.info(
@@ -167,6 +184,7 @@ class TransformersBackend:
             max_model_len=context,
             max_num_seqs=profile.max_num_seqs,
             max_batched_tokens=max(profile.max_num_batched_tokens, context),
+            thread=thread,
         )
 
     # -- the caller's side (any event loop) ----------------------------------------------
@@ -245,12 +263,16 @@ class TransformersBackend:
             return
         self._closed = True
         self._inbox.put(None)
-        self._thread.join(timeout=30)
+        self._thread.stop()
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     # -- the model thread -----------------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        with torch.inference_mode():
+            self._scheduler.warm_up()
 
     def _loop(self) -> None:
         sched = self._scheduler
