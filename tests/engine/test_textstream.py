@@ -84,6 +84,33 @@ def test_mixed_ascii_and_byte_tokens(tokenizer):
     assert "".join(deltas) == tokenizer.decode(ids)
 
 
+def raw_byte_ids(tokenizer, data: bytes) -> list[int]:
+    """One token per byte, valid UTF-8 or not."""
+    table = _byte_to_char()
+    return [tokenizer.convert_tokens_to_ids(table[b]) for b in data]
+
+
+def test_bytes_that_never_form_a_character_stream_as_they_come(tokenizer):
+    """Garbage (lone continuation bytes) is not held back until the end of the reply."""
+    ids = raw_byte_ids(tokenizer, b"\x82" * 6)
+
+    deltas = run(tokenizer, ids)
+
+    # each byte is settled once the next one arrives; only the last waits for the flush
+    assert deltas == ["", *[REPLACEMENT] * 5, REPLACEMENT]
+    assert "".join(deltas) == tokenizer.decode(ids)
+
+
+def test_garbage_then_a_character_split_over_bytes(tokenizer):
+    ids = raw_byte_ids(tokenizer, b"\x82\x82" + "€".encode() + b"x")
+
+    deltas = run(tokenizer, ids)
+
+    assert deltas[1] == REPLACEMENT  # the first garbage byte did not wait for the rest
+    assert "€" in deltas and all(REPLACEMENT not in d for d in deltas[3:])  # € came whole
+    assert "".join(deltas) == tokenizer.decode(ids) == REPLACEMENT * 2 + "€x"
+
+
 def test_special_tokens_are_skipped(tokenizer):
     ids = [
         tokenizer.bos_token_id,

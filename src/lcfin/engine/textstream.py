@@ -19,21 +19,25 @@ _CONTEXT = 5
 
 @dataclass
 class IncrementalDetokenizer:
-    """Decodes a growing list of token ids and returns only the new, complete text.
+    """Decodes a growing list of token ids and returns only the new, settled text.
 
     Only a short window is decoded per token (the tokens since the last emitted text, plus a
     few before them for context, as vLLM and TGI do), so the cost per token stays flat however
-    long the output grows. Text that ends in an incomplete UTF-8 sequence (decoded as U+FFFD)
-    is held back until the next token completes it.
+    long the output grows. An incomplete UTF-8 sequence at the end decodes as one U+FFFD: that
+    last character is held back until the next tokens complete it, and the text before it goes
+    out at once. Bytes that can never form a character (a model generating garbage) therefore
+    stream as U+FFFD as they come, instead of being held to the end of the reply.
     """
 
     tokenizer: Tokenizer
     token_ids: list[int] = field(default_factory=list)
     prefix_offset: int = 0
     read_offset: int = 0
+    #: Characters of the pending text (after read_offset) already returned.
+    sent: int = 0
 
     def push(self, token_id: int) -> str:
-        """Add one token; return the text it completes (may be empty)."""
+        """Add one token; return the text it settles (may be empty)."""
         self.token_ids.append(token_id)
         return self._advance(final=False)
 
@@ -47,13 +51,20 @@ class IncrementalDetokenizer:
     def _advance(self, *, final: bool) -> str:
         prefix = self._decode(self.token_ids[self.prefix_offset : self.read_offset])
         text = self._decode(self.token_ids[self.prefix_offset :])
-        if len(text) <= len(prefix) or (text.endswith(_REPLACEMENT) and not final):
+        if len(text) <= len(prefix):
             return ""
         new = text[len(prefix) :]
+        if new.endswith(_REPLACEMENT) and not final:  # the last character may be incomplete
+            settled = len(new) - 1
+            out = new[self.sent : settled]
+            self.sent = max(self.sent, settled)
+            return out
+        out = new[self.sent :]
         # Keep a few tokens of context: decoding a token alone can lose its leading space.
         self.prefix_offset = max(self.read_offset - _CONTEXT, 0)
         self.read_offset = len(self.token_ids)
-        return new
+        self.sent = 0
+        return out
 
 
 @dataclass
