@@ -3,7 +3,9 @@
 It sends `requests` chat completions, `concurrency` at a time, and measures per request the
 time to first token, the gaps between streamed chunks (inter-token latency), the end-to-end
 latency and the output tokens (from the usage the server reports, else one per chunk). The
-whole run is bounded by `timeout_s`.
+whole run is bounded by `timeout_s`. A chunk that repeats the request's prompt before any other
+text (`transformers serve` streams the prompt back first with some models) is not a generated
+token: it is counted in `prompt_echoes` and left out of the time to first token.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class RequestResult:
     itl_s: list[float] = field(default_factory=list)
     output_tokens: int = 0
     error: str | None = None
+    #: Whether the server streamed the prompt back before generating (see the module docstring).
+    echoed_prompt: bool = False
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -96,6 +100,8 @@ class BenchReport:
     itl_s: dict[str, float | None]
     latency_s: dict[str, float | None]
     error_samples: list[str]
+    #: Requests whose stream began with the prompt itself (not counted as a first token).
+    prompt_echoes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The report as a JSON-ready dict."""
@@ -153,6 +159,7 @@ async def _streamed(
     result = RequestResult(True)
     chunks, last = 0, started
     body = _payload(cfg, model, index)
+    prompt = body["messages"][-1]["content"]
     async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
         if resp.status_code != 200:
             text = (await resp.aread()).decode(errors="replace")
@@ -166,7 +173,11 @@ async def _streamed(
             if chunk.get("usage"):
                 result.output_tokens = int(chunk["usage"].get("completion_tokens", 0))
             for choice in chunk.get("choices", []):
-                if (choice.get("delta") or {}).get("content"):
+                text = (choice.get("delta") or {}).get("content")
+                if text and result.ttft_s is None and prompt in text:
+                    result.echoed_prompt = True
+                    continue
+                if text:
                     now = time.perf_counter()
                     if result.ttft_s is None:
                         result.ttft_s = now - started
@@ -235,4 +246,5 @@ def _report(cfg: BenchConfig, results: list[RequestResult], wall: float) -> Benc
         itl_s=_summary([gap for r in ok for gap in r.itl_s]),
         latency_s=_summary([r.latency_s for r in ok]),
         error_samples=sorted({r.error or "" for r in results if not r.ok})[:5],
+        prompt_echoes=sum(r.echoed_prompt for r in ok),
     )

@@ -61,6 +61,11 @@ def bench(
             f"{report.completed} ok, {report.errors} errors in {report.wall_s:.2f}s: "
             f"{report.requests_per_s:.2f} req/s, {report.output_tokens_per_s:.1f} output tok/s"
         )
+        if report.prompt_echoes:
+            out.print(
+                f"{report.prompt_echoes} streams began by repeating the prompt: "
+                "that chunk is not counted as the first token"
+            )
         for sample in report.error_samples:
             err.print(f"[red]error:[/] {sample}")
     if report.errors:

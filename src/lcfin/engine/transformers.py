@@ -177,15 +177,19 @@ class TransformersBackend:
             time.monotonic() - started,
             context,
         )
-        return cls(
-            model,
-            tokenizer,
-            model_id=spec.name,
-            max_model_len=context,
-            max_num_seqs=profile.max_num_seqs,
-            max_batched_tokens=max(profile.max_num_batched_tokens, context),
-            thread=thread,
-        )
+        try:
+            return cls(
+                model,
+                tokenizer,
+                model_id=spec.name,
+                max_model_len=context,
+                max_num_seqs=profile.max_num_seqs,
+                max_batched_tokens=max(profile.max_num_batched_tokens, context),
+                thread=thread,
+            )
+        except BaseException:
+            thread.stop()  # the model goes with the thread
+            raise
 
     # -- the caller's side (any event loop) ----------------------------------------------
 
