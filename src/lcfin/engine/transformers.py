@@ -2,8 +2,8 @@
 
 One model thread does all the compute, loading and warm-up included (see `modelthread.py` for
 why, `scheduler.py` for the batching); asyncio callers receive `Delta`s through their own event
-loop (`call_soon_threadsafe`), so they never block it. Requests wait in
-arrival order, join the running batch at any decoding step and leave it the step they finish.
+loop (`call_soon_threadsafe`), so they never block it. Requests wait in arrival order, join the
+running batch at any decoding step and leave it the step they finish.
 """
 
 from __future__ import annotations
