@@ -140,44 +140,43 @@ class TransformersBackend:
         torch_dtype = _DTYPES.get(name, torch.float32)
         started = time.monotonic()
 
-        def read() -> tuple[Any, Any]:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, trust_remote_code=settings.trust_remote_code
-            )
-            return model.to(device).eval(), tokenizer
+        def read() -> tuple[Any, Any]:  # runs on the model thread
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=torch_dtype, trust_remote_code=settings.trust_remote_code
+                )
+                return model.to(device).eval(), tokenizer
+            except torch.OutOfMemoryError:
+                raise ModelLoadFailed(
+                    f"Out of memory while loading {spec.name} on {device}",
+                    model=spec.name,
+                    hint="use a smaller model or a profile with more memory (`lcfin plan`)",
+                ) from None
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ModelLoadFailed(
+                    f"Could not load {spec.name} from {path}: {type(exc).__name__}: {exc}",
+                    model=spec.name,
+                    hint=(
+                        "the files may be incomplete or corrupt; re-download with `lcfin download`"
+                    ),
+                ) from None
 
         thread = ModelThread()  # loads, warms up and then serves the model: see modelthread.py
         try:
             model, tokenizer = thread.call(read)
-        except torch.OutOfMemoryError:
-            thread.stop()
-            raise ModelLoadFailed(
-                f"Out of memory while loading {spec.name} on {device}",
-                model=spec.name,
-                hint="use a smaller model or a profile with more memory (`lcfin plan`)",
-            ) from None
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-            thread.stop()
-            raise ModelLoadFailed(
-                f"Could not load {spec.name} from {path}: {type(exc).__name__}: {exc}",
-                model=spec.name,
-                hint="the files may be incomplete or corrupt; re-download with `lcfin download`",
-            ) from None
-        except BaseException:
-            thread.stop()
-            raise
-        limit = int(getattr(model.config, "max_position_embeddings", 0) or profile.max_model_len)
-        context = min(max_model_len or profile.max_model_len, limit)
-        log.info(
-            "Loaded %s on %s (%s) in %.1fs, context %d",
-            spec.name,
-            device,
-            name,
-            time.monotonic() - started,
-            context,
-        )
-        try:
+            limit = int(
+                getattr(model.config, "max_position_embeddings", 0) or profile.max_model_len
+            )
+            context = min(max_model_len or profile.max_model_len, limit)
+            log.info(
+                "Loaded %s on %s (%s) in %.1fs, context %d",
+                spec.name,
+                device,
+                name,
+                time.monotonic() - started,
+                context,
+            )
             return cls(
                 model,
                 tokenizer,
@@ -188,7 +187,7 @@ class TransformersBackend:
                 thread=thread,
             )
         except BaseException:
-            thread.stop()  # the model goes with the thread
+            thread.stop()  # a failed load ends its thread (and the model goes with it)
             raise
 
     # -- the caller's side (any event loop) ----------------------------------------------
