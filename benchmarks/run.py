@@ -172,6 +172,24 @@ def in_process(model_dir: Path, n: int, max_tokens: int, repeats: int) -> dict[s
         llm.close()
 
 
+#: Every server runs with two torch threads, offline (the same for lcfin and its peer).
+SERVER_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+
+
+def _lcfin_serve(model_dir: Path, port: int) -> list[str]:
+    """The command line of `lcfin serve` on the benchmark model (cpu profile, 127.0.0.1)."""
+    cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(model_dir), "--profile", "cpu"]
+    return [*cmd, "--port", str(port), "--host", "127.0.0.1"]
+
+
+def _has_text(line: str | bytes) -> bool:
+    """Whether an SSE line is a completion chunk with some text."""
+    text = line.decode() if isinstance(line, bytes) else line
+    if not text.startswith("data: {"):
+        return False
+    return bool(json.loads(text[6:])["choices"][0].get("text"))
+
+
 def server_overhead(model_dir: Path, samples: int = 60) -> dict[str, float]:
     """Time to first text of one request over HTTP and in-process, measured alternately.
 
@@ -184,10 +202,12 @@ def server_overhead(model_dir: Path, samples: int = 60) -> dict[str, float]:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(model_dir), "--profile", "cpu"]
-    cmd += ["--port", str(port), "--host", "127.0.0.1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        _lcfin_serve(model_dir, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=SERVER_ENV,
+    )
     llm = FinancialLLM(str(model_dir), profile="cpu", settings=Settings())
     prompt = PROMPT.format(i=0)
 
@@ -215,7 +235,7 @@ def server_overhead(model_dir: Path, samples: int = 60) -> dict[str, float]:
             started = time.perf_counter()
             writer.write(head + body)
             while line := await reader.readline():
-                if line.startswith(b"data: {") and json.loads(line[6:])["choices"][0].get("text"):
+                if _has_text(line):
                     return time.perf_counter() - started
             raise RuntimeError("the stream ended without text")
         finally:
@@ -227,7 +247,7 @@ def server_overhead(model_dir: Path, samples: int = 60) -> dict[str, float]:
         started = time.perf_counter()
         async with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
             async for line in r.aiter_lines():
-                if line.startswith("data: {") and json.loads(line[6:])["choices"][0].get("text"):
+                if _has_text(line):
                     return time.perf_counter() - started
         raise RuntimeError("the stream ended without text")
 
@@ -381,12 +401,11 @@ def main() -> None:
     results.update(isolated("raw", args))
     results.update(isolated("inprocess", args))
     results.update(isolated("ttft", args))
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
     port = _free_port()
-    lcfin_cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(model_dir)]
-    lcfin_cmd += ["--port", str(port), "--host", "127.0.0.1", "--profile", "cpu"]
     base = f"http://127.0.0.1:{port}"
-    results["lcfin_serve"] = served(lcfin_cmd, f"{base}/health/ready", base, None, args, True, env)
+    results["lcfin_serve"] = served(
+        _lcfin_serve(model_dir, port), f"{base}/health/ready", base, None, args, True, SERVER_ENV
+    )
     if not args.skip_peer:
         for cb in (False, True):
             port = _free_port()
@@ -403,7 +422,7 @@ def main() -> None:
             peer_base = f"http://127.0.0.1:{port}"
             key = "transformers_serve_cb" if cb else "transformers_serve"
             results[key] = served(
-                cmd, f"{peer_base}/health", peer_base, str(model_dir), args, False, env
+                cmd, f"{peer_base}/health", peer_base, str(model_dir), args, False, SERVER_ENV
             )
     results["machine"] = {
         "cpu_count": os.cpu_count(),
