@@ -2,7 +2,8 @@
 
     python benchmarks/run.py [--shape llama-25m|deep-narrow|qwen3] [--requests N] [--skip-peer]
 
-Builds a random-weight model (no hub), then measures side by side:
+Builds a random-weight model (no hub), then measures side by side, every contender on the same
+prompts (the chat messages `lcfin bench` sends, rendered with the model's chat template):
   a) raw `model.generate`: one request at a time, and one static padded batch (the ceiling);
   b) FinancialLLM in-process with N concurrent callers (burst), one request alone, and staggered
      arrivals (a new request every 50 ms);
@@ -61,6 +62,17 @@ SHAPES: dict[str, dict[str, Any]] = {
 PROMPT = "Explain the liquidity coverage ratio, Basel III capital buffers and question {i}"
 
 
+def bench_token_ids(tokenizer: Any, prompt_tokens: int, n: int) -> list[list[int]]:
+    """The token ids of the n prompts `lcfin bench` sends, rendered as lcfin serve renders them."""
+    from lcfin.engine.chat import render_chat
+    from lcfin.loadgen import bench_messages
+
+    return [
+        render_chat(tokenizer, bench_messages(prompt_tokens, i)).token_ids
+        for i in range(n)
+    ]
+
+
 def build(shape: str, directory: Path) -> Path:
     """Save the benchmark model (random weights, local tokenizer) into `directory`."""
     import transformers as tf
@@ -91,59 +103,69 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def raw_generate(model_dir: Path, n: int, max_tokens: int, repeats: int) -> dict[str, Any]:
+def raw_generate(
+    model_dir: Path, n: int, max_tokens: int, repeats: int, prompt_tokens: int
+) -> dict[str, Any]:
     """tokens/s of model.generate one by one and as one static left-padded batch (medians)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    prompts = [PROMPT.format(i=i) for i in range(n)]
+    prompts = bench_token_ids(tok, prompt_tokens, n)
+
+    def inputs(ids: list[list[int]]) -> Any:
+        return tok.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+
     kw = {
         "max_new_tokens": max_tokens,
         "min_new_tokens": max_tokens,
         "do_sample": False,
         "pad_token_id": 0,
     }
-    model.generate(
-        **tok(prompts[:2], return_tensors="pt", padding=True),
-        **{**kw, "max_new_tokens": 4, "min_new_tokens": 4},
-    )
+    model.generate(**inputs(prompts[:2]), **{**kw, "max_new_tokens": 4, "min_new_tokens": 4})
     singles, batches, ttfts = [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
         for p in prompts[:4]:
-            model.generate(**tok([p], return_tensors="pt"), **kw)
+            model.generate(**inputs([p]), **kw)
         singles.append(4 * max_tokens / (time.perf_counter() - started))
         started = time.perf_counter()
-        model.generate(**tok(prompts, return_tensors="pt", padding=True), **kw)
+        model.generate(**inputs(prompts), **kw)
         batches.append(n * max_tokens / (time.perf_counter() - started))
         started = time.perf_counter()
-        model.generate(**tok([prompts[0]], return_tensors="pt"), **{**kw, "max_new_tokens": 1})
+        model.generate(**inputs(prompts[:1]), **{**kw, "max_new_tokens": 1})
         ttfts.append(time.perf_counter() - started)
     return {
         "generate_one_by_one_tok_s": _median(singles),
         "generate_static_batch_tok_s": _median(batches),
         "generate_ttft_s": _median(ttfts),
         "generate_static_batch_runs": batches,
+        "prompt_tokens_mean": statistics.fmean(len(p) for p in prompts),
     }
 
 
-def in_process(model_dir: Path, n: int, max_tokens: int, repeats: int) -> dict[str, Any]:
+def in_process(
+    model_dir: Path, n: int, max_tokens: int, repeats: int, prompt_tokens: int
+) -> dict[str, Any]:
     """FinancialLLM: N concurrent requests, one alone, time to first token, staggered arrivals."""
     from lcfin import FinancialLLM, Settings
+    from lcfin.loadgen import bench_messages
 
     llm = FinancialLLM(str(model_dir), profile="cpu", settings=Settings())
     kw = {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
 
+    def ask(i: int) -> Any:
+        return llm.achat(bench_messages(prompt_tokens, i), **kw)  # type: ignore[arg-type]
+
     async def burst() -> float:
         started = time.perf_counter()
-        done = await asyncio.gather(*(llm.acomplete(PROMPT.format(i=i), **kw) for i in range(n)))
+        done = await asyncio.gather(*(ask(i) for i in range(n)))
         return sum(c.usage.completion_tokens for c in done) / (time.perf_counter() - started)
 
     async def staggered() -> dict[str, float]:
         async def late(i: int) -> Any:
             await asyncio.sleep(0.05 * i)
-            return await llm.acomplete(PROMPT.format(i=i), **kw)
+            return await ask(i)
 
         done = await asyncio.gather(*(late(i) for i in range(n)))
         ttfts = [c.timings.time_to_first_token_s or 0 for c in done]
@@ -152,7 +174,7 @@ def in_process(model_dir: Path, n: int, max_tokens: int, repeats: int) -> dict[s
 
     async def single() -> float:
         started = time.perf_counter()
-        done = await llm.acomplete(PROMPT.format(i=0), **kw)
+        done = await ask(0)
         return done.usage.completion_tokens / (time.perf_counter() - started)
 
     async def run() -> dict[str, Any]:
@@ -286,7 +308,7 @@ def isolated(part: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one part of the benchmark in a fresh Python process (see the note in main)."""
     cmd = [sys.executable, __file__, "--part", part, "--shape", args.shape]
     cmd += ["--requests", str(args.requests), "--max-tokens", str(args.max_tokens)]
-    cmd += ["--repeats", str(args.repeats)]
+    cmd += ["--repeats", str(args.repeats), "--prompt-tokens", str(args.prompt_tokens)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -315,19 +337,22 @@ def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None
 
 
 def http_load(
-    base: str, model: str | None, n: int, max_tokens: int, ignore_eos: bool, repeats: int
+    base: str, model: str | None, args: argparse.Namespace, ignore_eos: bool
 ) -> dict[str, Any]:
     """Steady load (2n requests, n at a time; median of `repeats` runs after a warm-up burst of n),
     then requests one at a time."""
     from lcfin.loadgen import BenchConfig, run_bench
 
+    n = args.requests
+
     def config(**kw: Any) -> BenchConfig:
         return BenchConfig(
-            url=base, model=model, max_tokens=max_tokens, ignore_eos=ignore_eos, timeout_s=900, **kw
-        )
+            url=base, model=model, max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens,
+            ignore_eos=ignore_eos, timeout_s=900, **kw,
+        )  # fmt: skip
 
     runs = []
-    for i in range(repeats):
+    for i in range(args.repeats):
         runs.append(
             asyncio.run(run_bench(config(requests=2 * n, concurrency=n, warmup=n * (i == 0))))
         )
@@ -356,8 +381,7 @@ def served(
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         _wait(health, proc)
-        n, mt = args.requests, args.max_tokens
-        return http_load(base, model, n, mt, ignore_eos, args.repeats)
+        return http_load(base, model, args, ignore_eos)
     finally:
         proc.terminate()
         try:
@@ -373,6 +397,9 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-25m")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=32, help="lcfin bench's --prompt-tokens (words)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--skip-peer", action="store_true", help="skip transformers serve")
     parser.add_argument("--part", choices=["raw", "inprocess", "ttft"], help=argparse.SUPPRESS)
@@ -385,10 +412,10 @@ def main() -> None:
     model_dir = build(args.shape, ROOT / "models" / args.shape)
     n, mt = args.requests, args.max_tokens
     if args.part == "raw":
-        print(json.dumps(raw_generate(model_dir, n, mt, args.repeats)))
+        print(json.dumps(raw_generate(model_dir, n, mt, args.repeats, args.prompt_tokens)))
         return
     if args.part == "inprocess":
-        print(json.dumps(in_process(model_dir, n, mt, args.repeats)))
+        print(json.dumps(in_process(model_dir, n, mt, args.repeats, args.prompt_tokens)))
         return
     if args.part == "ttft":
         print(json.dumps(server_overhead(model_dir)))
@@ -397,6 +424,7 @@ def main() -> None:
     # ever ran torch, and a leftover pool (say, the raw generate's, on the main thread) makes
     # every later pool sleep at its barriers instead of spinning when threads outnumber cores.
     results: dict[str, Any] = {"shape": args.shape, "requests": n, "max_tokens": mt}
+    results["prompt_words"] = args.prompt_tokens
     results["repeats"] = args.repeats
     results.update(isolated("raw", args))
     results.update(isolated("inprocess", args))
@@ -454,7 +482,9 @@ def _print(r: dict[str, Any]) -> None:
     ):
         if key in r:
             rows.append((label + ", steady", r[key]["tok_s"]))
-    print(f"\n{r['shape']}: {r['requests']} requests x {r['max_tokens']} tokens")
+    mean = r.get("prompt_tokens_mean")
+    prompts = f", prompts of {mean:.0f} tokens" if mean else ""
+    print(f"\n{r['shape']}: {r['requests']} requests x {r['max_tokens']} tokens{prompts}")
     print(f"{'contender':45} {'tok/s':>9} {'x ceiling':>10}")
     for label, value in rows:
         print(f"{label:45} {value:9.1f} {value / ceiling:10.2f}")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from lcfin.loadgen import BenchConfig, percentile, run_bench
+from lcfin.loadgen import BenchConfig, bench_messages, percentile, run_bench
 from tests.integration.conftest import LiveServer, run_uvicorn
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,14 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile([3.0], 99) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([4.0, 1.0, 3.0, 2.0], 100) == 4.0
+
+
+def test_bench_messages_are_one_user_turn_of_the_asked_length_and_differ_by_request() -> None:
+    first, second = bench_messages(32, 0), bench_messages(32, 1)
+    assert [m["role"] for m in first] == ["user"]
+    assert len(first[0]["content"].split()) == 32 - 8 + 3  # "Request 0. Explain:" + 24 words
+    assert first != second
+    assert bench_messages(32, 0) == first  # the same request index gives the same prompt
 
 
 def test_streamed_run_against_lcfin_counts_every_token(live: LiveServer) -> None:

@@ -21,7 +21,9 @@ def bench(
     model: Annotated[str | None, typer.Option(help="Model id [default: the served one].")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 16,
     requests: Annotated[int, typer.Option(min=1, help="Requests to send.")] = 32,
-    prompt_tokens: Annotated[int, typer.Option(min=1, help="Approximate prompt length.")] = 32,
+    prompt_tokens: Annotated[
+        int, typer.Option(min=1, help="Prompt length, at one token per word (tokenizers vary).")
+    ] = 32,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
     stream: Annotated[bool, typer.Option(help="Stream (needed for TTFT and ITL).")] = True,
     ignore_eos: Annotated[bool, typer.Option(help="Send ignore_eos (lcfin, vLLM).")] = False,
