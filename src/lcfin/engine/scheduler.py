@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lcfin.engine.batch import BatchKV, prefill_inputs
+from lcfin.engine.kvcache import new_cache
 from lcfin.engine.sampling import RequestSampler, logprobs_of
 from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
 from lcfin.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob
@@ -138,10 +139,8 @@ class Scheduler:
     def _prefill(
         self, prompts: list[list[int]]
     ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        from transformers import DynamicCache
-
         ids, mask, positions = prefill_inputs(prompts, self.device)
-        cache = DynamicCache()  # full layers for every attention type: rows merge uniformly
+        cache = new_cache()
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
             use_cache=True, logits_to_keep=1, **{self.cache_kw: cache},
