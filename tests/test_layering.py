@@ -58,6 +58,7 @@ LAZY_ONLY = {
     "sampling.py",
     "scheduler.py",
     "batch.py",
+    "kvcache.py",
     "vllm.py",
     "grammar.py",
 }  # loaded only by load_backend
