@@ -37,6 +37,13 @@ def _append(buffer: torch.Tensor | None, used: int, new: torch.Tensor) -> tuple[
     return buffer, total
 
 
+def _used_columns(buffer: torch.Tensor | None, used: int) -> torch.Tensor | None:
+    """The `used` columns of `buffer` (the buffer itself when it has no spare ones)."""
+    if buffer is None or buffer.dim() != 4 or used == buffer.shape[-2]:
+        return buffer
+    return buffer[:, :, :used]
+
+
 class GrowingLayer(DynamicLayer):  # type: ignore[misc]
     """`DynamicLayer` with spare columns: see the module docstring."""
 
@@ -53,10 +60,7 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]
     @property
     def keys(self) -> torch.Tensor | None:
         """The cached keys, [batch, heads, columns, head_dim] (a view of the used columns)."""
-        buf = self._keys
-        if buf is None or buf.dim() != 4 or self._keys_used == buf.shape[-2]:
-            return buf
-        return buf[:, :, : self._keys_used]
+        return _used_columns(self._keys, self._keys_used)
 
     @keys.setter
     def keys(self, tensor: torch.Tensor | None) -> None:
@@ -65,10 +69,7 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]
     @property
     def values(self) -> torch.Tensor | None:
         """The cached values, shaped like `keys`."""
-        buf = self._values
-        if buf is None or buf.dim() != 4 or self._values_used == buf.shape[-2]:
-            return buf
-        return buf[:, :, : self._values_used]
+        return _used_columns(self._values, self._values_used)
 
     @values.setter
     def values(self, tensor: torch.Tensor | None) -> None:
