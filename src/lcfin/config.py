@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lcfin.errors import InvalidParameter
+
 __all__ = ["DEPLOYMENT_ENV_PROFILES", "Settings", "get_settings"]
 
 #: The seed's `DEPLOYMENT_ENV` values and the profile each one selects.
@@ -98,7 +100,13 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of the lcfin loggers.")
 
     # -- server ------------------------------------------------------------------------------
-    host: str = Field("0.0.0.0", description="Address `lcfin serve` binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address `lcfin serve` binds to; a non-loopback one (0.0.0.0) needs API keys or "
+            "LCFIN_ALLOW_UNAUTHENTICATED."
+        ),
+    )
     port: int = Field(
         8000,
         ge=1,
@@ -109,19 +117,54 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None,
         description=(
-            "Comma-separated API keys, or the path of a file with one key per line; when set, "
-            "every route except /health and /health/ready needs `Authorization: Bearer <key>`."
+            "Comma-separated API keys, or the path of a file with one key per line (a value "
+            "starting with /, ~ or . is a path; a missing, unreadable or empty file refuses to "
+            "start); when set, every route except /health and /health/ready needs "
+            "`Authorization: Bearer <key>`."
         ),
     )
     admin_key: SecretStr | None = Field(
         None,
         description=(
-            "Key for admin routes (/load-model). With API keys set and no admin key, admin "
-            "routes are refused."
+            "Key for admin routes (/load-model, /metrics, /analytics). With API keys set, or a "
+            "non-loopback bind, and no admin key, admin routes are refused."
+        ),
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description=(
+            "Let `lcfin serve` listen beyond loopback with no API keys (every non-admin route "
+            "open to the network; a warning at every start); off: such a bind refuses to start."
+        ),
+    )
+    allowed_hosts: str = Field(
+        "",
+        description=(
+            "Comma-separated Host header names accepted besides the loopback names "
+            "('*.example.com' wildcards, '*' for any); checked while API keys are off, and "
+            "always once set (stops DNS rebinding)."
+        ),
+    )
+    trusted_proxies: str = Field(
+        "",
+        description=(
+            "Comma-separated proxy addresses (IPs or CIDRs) whose X-Forwarded-For / "
+            "X-Forwarded-Proto are believed; empty: none, the TCP peer is the client."
         ),
     )
     allow_any_model: bool = Field(
-        False, description="Let /load-model load any hub repo id, not only catalog aliases."
+        False,
+        description=(
+            "Let /load-model load any hub repo id (org/name), not only catalog aliases; never "
+            "a local directory (see LCFIN_LOCAL_MODELS_ROOT)."
+        ),
+    )
+    local_models_root: Path | None = Field(
+        None,
+        description=(
+            "Directory whose model sub-directories /load-model may load by path; unset: "
+            "clients cannot load local directories."
+        ),
     )
     force_include_usage: bool = Field(
         False, description="Always send the usage chunk in streams, even if the client did not ask."
@@ -153,11 +196,20 @@ class Settings(BaseSettings):
     max_messages: int = Field(
         1024, gt=0, description="Most messages one chat request may carry (400 above)."
     )
+    max_prompts: int = Field(
+        32,
+        gt=0,
+        description=(
+            "Most prompts one /v1/completions request may list (400 naming `prompt` above); "
+            "a list is admitted, rate-limited and cancelled as a unit."
+        ),
+    )
     rate_limits: str = Field(
         "",
         description=(
-            "Per-key rate limits for generation routes, e.g. '60rpm,100000tpm' (requests and "
-            "tokens per minute); keyed by API key id, or by client IP without keys; empty: off."
+            "Per-key rate limits for generation routes, e.g. '60rpm,100000tpm' (requests, each "
+            "prompt of a list counting as one, and tokens per minute); keyed by API key id, or "
+            "by client address without keys; empty: off."
         ),
     )
 
@@ -217,15 +269,26 @@ class Settings(BaseSettings):
         return secret.get_secret_value() if secret is not None else False
 
     def api_key_list(self) -> list[str]:
-        """The configured API keys (from the comma list or the key file); empty: auth off."""
+        """The configured API keys (from the comma list or the key file); empty: auth off.
+
+        Raises:
+            InvalidParameter: LCFIN_API_KEYS is set but names a missing, unreadable or empty
+                file, or holds no key: auth must never switch off (or on a wrong key) silently.
+        """
         if self.api_keys is None:
             return []
         raw = self.api_keys.get_secret_value().strip()
-        path = Path(raw).expanduser()
-        if "," not in raw and path.is_file():
-            lines = path.read_text().splitlines()
-            return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        return [key.strip() for key in raw.split(",") if key.strip()]
+        if "," not in raw and (raw.startswith(KEY_FILE_PREFIXES) or Path(raw).is_file()):
+            keys = _read_key_file(Path(raw).expanduser())
+        else:
+            keys = [key.strip() for key in raw.split(",") if key.strip()]
+        if not keys:
+            raise InvalidParameter(
+                "LCFIN_API_KEYS is set but holds no key",
+                param="LCFIN_API_KEYS",
+                hint="give comma-separated keys or a file with one key per line, or unset it",
+            )
+        return keys
 
     def usage_db_target(self) -> str | None:
         """The ledger's SQLite path or SQLAlchemy URL; None when it is off."""
@@ -239,6 +302,31 @@ class Settings(BaseSettings):
     def token_name_for(self, repo_id: str) -> str:
         """The environment variable that holds the token for `repo_id` (for error messages)."""
         return "HF_TOKEN_LC" if repo_id.startswith(LINGUACUSTODIA_ORG) else "HF_TOKEN"
+
+
+#: A LCFIN_API_KEYS value starting with one of these is a key file's path, never a key.
+KEY_FILE_PREFIXES = ("/", "~", ".")
+
+
+def _read_key_file(path: Path) -> list[str]:
+    """The keys of a key file: one per line, blank lines and `#` comments skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "does not exist" if isinstance(exc, FileNotFoundError) else "cannot be read"
+        raise InvalidParameter(
+            f"LCFIN_API_KEYS names a key file that {reason} ({type(exc).__name__})",
+            param="LCFIN_API_KEYS",
+            hint="fix the path or the file's permissions; the server will not start without it",
+        ) from None
+    keys = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not keys:
+        raise InvalidParameter(
+            "LCFIN_API_KEYS names a key file with no key in it",
+            param="LCFIN_API_KEYS",
+            hint="put one key per line in the file (lines starting with # are comments)",
+        )
+    return keys
 
 
 @lru_cache(maxsize=1)

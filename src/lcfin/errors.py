@@ -3,7 +3,9 @@
     LcfinError                      500 server_error            exit 1
      ├── InvalidParameter           400 invalid_request_error   exit 2   (also ValueError)
      │    ├── ContextLengthExceeded 400 context_length_exceeded exit 2
-     │    └── PayloadTooLarge       413 payload_too_large       exit 2
+     │    ├── MethodNotAllowed      405 method_not_allowed      exit 2
+     │    ├── PayloadTooLarge       413 payload_too_large       exit 2
+     │    └── UnsupportedMediaType  415 unsupported_media_type  exit 2
      ├── InvalidCatalog             500 server_error            exit 2   (also ValueError)
      ├── ModelNotFound              404 model_not_found         exit 4   (also LookupError)
      ├── Unauthorized               401 invalid_api_key         exit 5
@@ -44,6 +46,7 @@ __all__ = [
     "InvalidCatalog",
     "InvalidParameter",
     "LcfinError",
+    "MethodNotAllowed",
     "ModelLoadFailed",
     "ModelLoading",
     "ModelNotFound",
@@ -53,6 +56,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 EXIT_OK = 0
@@ -122,6 +126,20 @@ class PayloadTooLarge(InvalidParameter):
 
     http_status = 413
     openai_code = "payload_too_large"
+
+
+class MethodNotAllowed(InvalidParameter):
+    """The HTTP method is not served (OPTIONS outside an allowed CORS preflight)."""
+
+    http_status = 405
+    openai_code = "method_not_allowed"
+
+
+class UnsupportedMediaType(InvalidParameter):
+    """A request body that is not JSON."""
+
+    http_status = 415
+    openai_code = "unsupported_media_type"
 
 
 class InvalidCatalog(LcfinError, ValueError):

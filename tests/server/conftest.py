@@ -37,7 +37,7 @@ async def serve(tiny_models: dict[str, Path]) -> AsyncIterator[Serve]:
         llm = FinancialLLM(str(tiny_models[arch]), profile="cpu", settings=s, load=load)
         app = create_app(llm, s)
         transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions)
-        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        client = httpx.AsyncClient(transport=transport, base_url="http://localhost")
         served = Served(client, app, llm, s)
         made.append(served)
         return served

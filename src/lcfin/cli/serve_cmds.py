@@ -12,7 +12,7 @@ from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
 from lcfin.errors import BackendUnavailable, ModelLoadFailed
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM
+    from lcfin import FinancialLLM, Settings
 
 __all__ = ["register"]
 
@@ -57,44 +57,55 @@ def serve(
     profile: ProfileOpt = "auto",
     backend: Annotated[str, typer.Option(help="auto, vllm or transformers.")] = "auto",
     host: Annotated[
-        str | None, typer.Option(help="Bind address [default: LCFIN_HOST or 0.0.0.0].")
+        str | None,
+        typer.Option(help="Bind address [default: LCFIN_HOST or 127.0.0.1]; see docs/security.md."),
     ] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="[default: PORT or 8000].")
     ] = None,
+    allow_unauthenticated: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Listen beyond loopback with no API keys (LCFIN_ALLOW_UNAUTHENTICATED).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible server; the model loads in the background (see /health)."""
-    import uvicorn
-
     from lcfin import FinancialLLM, Settings
     from lcfin.server import create_app
+    from lcfin.server.exposure import Exposure
 
-    overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings = Settings(**overrides)
+    given: dict[str, Any] = {
+        "host": host, "port": port, "allow_unauthenticated": allow_unauthenticated
+    }  # fmt: skip
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    Exposure.of(settings)  # a bad key file or an open bind stops here (exit 2), before any work
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
     _log_plan(llm)
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    log.info(
-        "Serving on http://%s:%d/v1 (profile %s, backend %s); loading %s ...",
-        shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
-    )  # fmt: skip
     app = create_app(llm, settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
-    )
+    what = f"(profile {llm.profile.name}, backend {llm.backend_kind})"
     try:
-        _run_draining(config)
+        _run_draining(app, settings, f"{what}; loading {llm.initial_model} ...")
     finally:
         llm.close()
 
 
-def _run_draining(config: Any) -> None:
-    """Run uvicorn; a SIGTERM that drained cleanly ends with exit code 0.
+def _serving_urls(sockets: list[Any]) -> list[str]:
+    """`http://host:port` for each listening socket, from the address the OS actually bound."""
+    urls = []
+    for sock in sockets:
+        address = sock.getsockname()
+        if isinstance(address, tuple):
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            urls.append(f"http://{host}:{address[1]}")
+    return urls
+
+
+def _run_draining(app: Any, settings: Settings, what: str) -> None:
+    """Run uvicorn, logging the address it bound; a SIGTERM that drained cleanly exits 0.
 
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
@@ -103,12 +114,28 @@ def _run_draining(config: Any) -> None:
 
     import uvicorn
 
+    from lcfin.server.app import uvicorn_options
+
     class DrainingServer(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            bound = [s for server in self.servers for s in server.sockets]
+            for url in _serving_urls(bound):
+                log.info("Serving on %s/v1 %s", url, what)
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        **uvicorn_options(settings),
+    )
     DrainingServer(config).run()
 
 
