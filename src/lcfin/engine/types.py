@@ -12,6 +12,7 @@ from lcfin.errors import InvalidParameter
 
 __all__ = [
     "DEMO_NOTICE",
+    "Admission",
     "Completion",
     "Delta",
     "FinishReason",
@@ -195,6 +196,23 @@ class GenerationRequest:
     def all_stops(self) -> tuple[str, ...]:
         """The user's stop strings plus the format's, without duplicates."""
         return tuple(dict.fromkeys((*self.params.stop, *self.extra_stops)))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a request of one or several generations may use at most, known before any starts.
+
+    `token_budgets` maps each generation's request id to its prompt tokens plus the most
+    completion tokens it may produce (max_tokens, or what the context leaves).
+    """
+
+    prompts: int
+    token_budgets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        """The whole request's token budget."""
+        return sum(self.token_budgets.values())
 
 
 @dataclass(frozen=True)

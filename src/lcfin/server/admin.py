@@ -146,17 +146,16 @@ async def loading_status(request: Request) -> Response:
 
 async def inference(request: Request) -> Response:
     """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
+    from lcfin.server.admission import collect, generation_events
     from lcfin.server.openai import cost_header, read_json
 
     req = InferenceRequest.model_validate(await read_json(request))
     check_text(req.prompt, "prompt")
-    llm: FinancialLLM = request.app.state.llm
-    done = await llm.achat(
-        req.prompt,
-        max_tokens=req.max_new_tokens,
+    events = generation_events(
+        request, [req.prompt], endpoint="/inference", max_tokens=req.max_new_tokens,
         temperature=req.temperature,
-        endpoint="/inference",
-    )
+    )  # fmt: skip
+    (done,) = await collect(events)
     body: dict[str, Any] = {
         "response": done.text,
         "model_used": done.model,

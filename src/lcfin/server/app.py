@@ -195,6 +195,7 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     app.state.llm = llm
     app.state.settings = settings
     app.state.exposure = exposure
+    app.state.limiter = limiter
     app.state.telemetry = telemetry
     app.state.started = time.time()
     return app
