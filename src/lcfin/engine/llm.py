@@ -140,6 +140,17 @@ class FinancialLLM:
         """
         return await self._manager.load(model, **overrides)
 
+    def model_for_client(self, name: str) -> ModelSpec:
+        """The model a remote client may load by `name` (see `engine/sources.py`).
+
+        Raises:
+            ModelNotFound: not a catalog alias, an allowed hub id or a directory under
+                LCFIN_LOCAL_MODELS_ROOT (the same message whether or not a path exists).
+        """
+        from lcfin.engine.sources import model_for_client
+
+        return model_for_client(name, self.settings)
+
     def switch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Sync twin of `aswitch`."""
         return self._loop.run(self.aswitch(model, **overrides))
