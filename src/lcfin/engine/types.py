@@ -32,6 +32,9 @@ Message = dict[str, object]
 
 MAX_STOP_SEQUENCES = 16
 MAX_TOP_LOGPROBS = 20
+#: Seeds accepted: OpenAI's int64 range and the unsigned 64-bit one. Engines get the int64 with
+#: the same 64 bits (torch reads a negative seed as 2**64 + seed), so seed + i wraps (#16).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 #: How the built-in demo model is labelled wherever it is listed.
 DEMO_NOTICE = (
@@ -133,6 +136,14 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        seed = self.seed
+        if seed is not None:
+            _check(
+                isinstance(seed, int) and SEED_MIN <= seed <= SEED_MAX,
+                "seed",
+                f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}]",
+            )
+            object.__setattr__(self, "seed", (seed + 2**63) % 2**64 - 2**63)
         self._validate()
 
     def _validate(self) -> None:
