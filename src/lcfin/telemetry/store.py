@@ -21,7 +21,15 @@ from urllib.parse import unquote_plus
 
 from lcfin.errors import LcfinError
 
-__all__ = ["SQLAlchemyStore", "SQLiteStore", "Store", "Tx", "describe_target", "open_store"]
+__all__ = [
+    "SQLAlchemyStore",
+    "SQLiteStore",
+    "Store",
+    "Tx",
+    "describe_target",
+    "open_store",
+    "scrub",
+]
 
 Params = Mapping[str, Any]
 _MIGRATION_LOCK = 7_007_007  # PostgreSQL advisory lock key: one migrating replica at a time
@@ -186,6 +194,31 @@ def _mask_query(query: str) -> str:
 #: `user:password@` at the start of a URL, up to the last `@`: a password may hold `@` or `?`
 #: unescaped, and hiding too much of a description is harmless where too little is not.
 _USERINFO = re.compile(r"^(?P<user>[^:/@]*):(?P<password>.*)@")
+
+
+def _secrets_of(target: str) -> list[str]:
+    """The password values in a database URL (raw and unquoted), longest first."""
+    if not _is_url(target):
+        return []
+    rest = target.partition("://")[2]
+    found = []
+    userinfo = _USERINFO.match(rest)
+    if userinfo:
+        found.append(userinfo["password"])
+        rest = rest[userinfo.end() :]
+    for part in rest.partition("?")[2].split("&"):
+        name, eq, value = part.partition("=")
+        if eq and _SECRET_PARAMS.search(unquote_plus(name)):
+            found.append(value)
+    found += [unquote_plus(v) for v in found]
+    return sorted({v for v in found if v}, key=len, reverse=True)
+
+
+def scrub(text: str, target: str) -> str:
+    """`text` (a driver's error message) with the passwords of `target` replaced by ***."""
+    for secret in _secrets_of(target):
+        text = text.replace(secret, "***")
+    return text
 
 
 def describe_target(target: str) -> str:
