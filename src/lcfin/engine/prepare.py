@@ -94,13 +94,13 @@ def prepare_jobs(
     if forced is not None:
         params = {**params, "response_format": forced}
     shown = tools if tools_enabled(tools, tool_choice) else None
-    seed = params.get("seed")
     jobs: list[Job] = []
+    first = sampling_for(loaded, params)  # validates the seed (and wraps it to 64 bits)
+    seed = first.seed if params.get("seed") is not None else None
+    samplings = [first] * n  # unseeded choices differ by themselves
+    if seed is not None:  # choice i gets seed + i, wrapped too
+        samplings[1:] = [sampling_for(loaded, {**params, "seed": seed + i}) for i in range(1, n)]
     for source in sources:
-        samplings = [
-            sampling_for(loaded, {**params, "seed": seed + i} if seed is not None else params)
-            for i in range(n)
-        ]
         messages, prompt = (None, str(source)) if raw else (source, None)
         rendered = render_prompt(loaded, messages, prompt, samplings[0], truncate, shown)
         for sampling in samplings:
