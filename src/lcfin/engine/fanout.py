@@ -11,7 +11,7 @@ their streams; when one fails, the siblings still running are cancelled and reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,7 +72,7 @@ class Batch:
         #: Set when one generation failed: the others stop, recorded as cancelled.
         self.failed = asyncio.Event()
 
-    async def events(self) -> AsyncIterator[tuple[int, Event]]:
+    async def events(self) -> AsyncGenerator[tuple[int, Event], None]:
         """Every generation's events as they come, tagged with the job's index.
 
         Raises:

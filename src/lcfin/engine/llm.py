@@ -203,8 +203,8 @@ class FinancialLLM:
         async with self.abatch(
             [source], raw=prompt is not None, truncate=truncate, endpoint=endpoint,
             request_id=request_id, tools=tools, tool_choice=tool_choice, **params,
-        ) as batch:  # fmt: skip
-            async for _, event in batch.events():
+        ) as batch, contextlib.aclosing(batch.events()) as events:  # fmt: skip
+            async for _, event in events:  # closed at once when the caller stops early
                 yield event
 
     @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ cancelled and not billed (see #16).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -37,8 +38,9 @@ async def generation_events(
     llm: FinancialLLM = request.app.state.llm
     async with llm.abatch(sources, **batch) as admitted:
         with reserved(request.app.state.limiter, admitted.admission):
-            async for item in admitted.events():
-                yield item
+            async with aclosing(admitted.events()) as events:  # a client gone stops them all
+                async for item in events:
+                    yield item
 
 
 async def collect(events: AsyncIterator[tuple[int, Event]]) -> list[Completion]:
