@@ -156,9 +156,12 @@ def test_health_answers_while_a_huge_prompt_is_rejected(live: LiveServer):
 
     assert _error(result["response"], 400)["code"] == "context_length_exceeded"
     assert len(latencies) >= 3, f"the rejection took {result['took']:.2f}s: too quick to tell"
-    # Before #16 /health waited for the whole rejection (12.7 s for 10-13 s); now it answers
-    # within the bound while the prompt is being rejected.
-    assert max(latencies) < 0.5, (max(latencies), result["took"])
+    # Before #16 /health waited for the whole rejection (12.7 s for 10-13 s). The bound
+    # is 0.5 s; on a machine so loaded that the rejection itself takes over 10 s, every answer
+    # stretches with it, so the bound is 5% of the rejection there: a blocked loop would still
+    # hold /health for all of it.
+    bound = max(0.5, result["took"] / 20)
+    assert max(latencies) < bound, (max(latencies), result["took"])
 
 
 # -- models from anywhere ------------------------------------------------------------------------

@@ -63,7 +63,11 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a loaded machine: do not leave it running
+                proc.kill()
+                proc.wait(timeout=60)
 
 
 def _start(
