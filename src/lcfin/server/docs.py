@@ -82,7 +82,10 @@ def openapi_document() -> dict[str, Any]:
             "get": _plain("Latency percentiles, throughput, error rates (?window=&model=&key=)")
         },
         "/analytics/usage": {
-            "get": _plain("Requests and tokens by model, endpoint, key and hour (admin)")
+            "get": _plain(
+                "Requests and tokens by model, endpoint, key and time bucket "
+                "(?window=&model=&key=&bucket=, admin)"
+            )
         },
         "/analytics/costs": {
             "get": _plain("Token and hardware costs, cost per 1K tokens, recommendations")
