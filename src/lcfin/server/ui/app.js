@@ -78,9 +78,8 @@ async function connect() {
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     if (!error.unauthorized) $("model-note").textContent = error.message;
-    return;
   }
-  refresh();
+  refresh(); // /health answers without a key: the header shows the state either way
 }
 
 /** Refresh the header (and the dashboard when shown); calls during a refresh queue one more. */

@@ -195,6 +195,7 @@ export function setupDashboard({ onSwitched, refresh }) {
       status.classList.add("error");
     } finally {
       $("switch").disabled = false;
+      refresh(); // the state, the model and the last error changed either way
     }
   });
   $("analytics-form").addEventListener("submit", (event) => event.preventDefault());
