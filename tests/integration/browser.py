@@ -140,7 +140,7 @@ def gauge(url: str, name: str, headers: dict[str, str] | None = None) -> float:
     values = [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith(f"lcfin:{name}") and not line.startswith("#")
+        if line.startswith((f"lcfin:{name}{{", f"lcfin:{name} "))
     ]
     return sum(values)
 

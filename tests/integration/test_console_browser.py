@@ -267,6 +267,59 @@ def test_a_failed_switch_shows_its_error(playwright: Any, tmp_path: Path):
         tab.shot("ui-switch-failed.png", tmp_path)
 
 
+def test_an_admin_switches_from_the_chat_and_the_settings_reach_the_request(
+    playwright: Any, tmp_path: Path
+):
+    from importlib import resources
+
+    demo_dir = Path(str(resources.files("lcfin.catalog").joinpath("demo")))
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        f'[models.demo-copy]\nrepo_id = "lcfin/demo-copy"\nlocal_path = "{demo_dir}"\n'
+        'dtype = "float32"\n'
+    )
+    with (
+        live_server("demo", tmp_path / "hf-copy", catalog=str(catalog)) as server,
+        chromium_tab(playwright, server.url, tmp_path / "profile") as tab,
+    ):
+        sent: list[dict[str, Any]] = []
+        tab.page.on(
+            "request",
+            lambda r: r.url.endswith("/v1/chat/completions") and sent.append(r.post_data_json),
+        )
+        tab.open_console()
+        # An admin (loopback, no keys) sees the catalog in the chat's model picker.
+        option = "#model optgroup option[value='demo-copy']"
+        tab.page.wait_for_selector(option, state="attached")
+        tab.page.select_option("#model", "demo-copy")
+        tab.page.click("#model-switch")
+        note = tab.page.locator("#model-note")
+        note.filter(has_text="demo-copy serves now").wait_for()
+        tab.page.wait_for_function("() => document.getElementById('model').value === 'demo-copy'")
+        assert tab.page.is_hidden("#model-switch")
+        assert httpx.get(f"{server.url}/health", timeout=30).json()["current_model"] == "demo-copy"
+
+        tab.page.fill("#system", "Answer in JSON.")
+        tab.page.check("#json-mode")
+        tab.page.fill("#max-tokens", "8")
+        ask(tab, "What is CET1?")
+        tab.page.wait_for_selector("#messages li.assistant[data-state=done] .meta")
+
+        assert sent[-1] == {
+            "model": "demo-copy",
+            "messages": [
+                {"role": "system", "content": "Answer in JSON."},
+                {"role": "user", "content": "What is CET1?"},
+            ],
+            "temperature": 0,
+            "max_tokens": 8,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "response_format": {"type": "json_object"},
+        }
+        assert tab.csp_violations() == [] and tab.foreign_requests() == []
+
+
 # -- keys -----------------------------------------------------------------------------------------
 
 
@@ -298,10 +351,13 @@ def test_keys_prompt_401_then_the_right_key_works_and_stays_out_of_urls_and_logs
         note = tab.page.locator("#analytics-note")
         note.filter(has_text="need the admin key").wait_for()
 
+        assert tab.page.locator("#model option").count() == 1  # not an admin: no catalog
+
         tab.page.click("#keys-open")
         tab.page.fill("#admin-key", ADMIN_KEY)
         tab.page.click("#key-save")
         tab.page.wait_for_selector("[data-tile=requests]")
+        tab.page.wait_for_selector("#model optgroup option[value='llama3.1-8b']", state="attached")
 
         storage = tab.page.evaluate(
             "() => [sessionStorage.getItem('lcfin.apiKey'), localStorage.length, document.cookie]"

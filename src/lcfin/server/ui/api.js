@@ -54,8 +54,11 @@ async function errorOf(response) {
   return new ApiError(response.status, message, error.code || null);
 }
 
-/** Call the API; throws ApiError on an error status. `admin` prefers the admin key. */
-export async function call(path, { method = "GET", body, admin = false, signal } = {}) {
+/**
+ * Call the API; throws ApiError on an error status. `admin` prefers the admin key; a 401 on
+ * any other call asks for a key, unless `prompt` is false (background refreshes).
+ */
+export async function call(path, { method = "GET", body, admin = false, signal, prompt = true } = {}) {
   const headers = { Accept: "application/json" };
   const key = admin ? keys.admin || keys.api : keys.api || keys.admin;
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -71,7 +74,7 @@ export async function call(path, { method = "GET", body, admin = false, signal }
   });
   if (!response.ok) {
     const error = await errorOf(response);
-    if (error.unauthorized && !admin) {
+    if (error.unauthorized && !admin && prompt) {
       window.dispatchEvent(new CustomEvent("lcfin:unauthorized", { detail: error.message }));
     }
     throw error;

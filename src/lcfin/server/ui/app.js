@@ -36,9 +36,10 @@ function setupTabs() {
 
 function openKeys(reason) {
   $("key-reason").textContent = reason || "";
+  if ($("key-dialog").open) return; // keep what the user is typing
   $("api-key").value = keys.api;
   $("admin-key").value = keys.admin;
-  if (!$("key-dialog").open) $("key-dialog").showModal();
+  $("key-dialog").showModal();
   $("api-key").focus();
 }
 
@@ -66,7 +67,7 @@ async function isAdmin() {
     return true;
   } catch (error) {
     if (error instanceof ApiError) return false;
-    throw error;
+    throw error; // unreachable server: connect() says so
   }
 }
 
@@ -76,8 +77,11 @@ async function connect() {
     await refreshModels(await isAdmin());
     if ($("key-dialog").open) $("key-dialog").close();
   } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    if (!error.unauthorized) $("model-note").textContent = error.message;
+    if (!(error instanceof ApiError)) {
+      $("model-note").textContent = `Cannot reach the server: ${error.message}`;
+    } else if (!error.unauthorized) {
+      $("model-note").textContent = error.message;
+    }
   }
   refresh(); // /health answers without a key: the header shows the state either way
 }

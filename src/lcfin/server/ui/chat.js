@@ -145,9 +145,11 @@ function pickerChanged() {
 async function switchFromPicker(onSwitched) {
   const name = $("model").value;
   $("model-switch").disabled = true;
+  let last = "";
   try {
-    await switchModel(name, (text) => { $("model-note").textContent = text; });
-    await onSwitched();
+    await switchModel(name, (text) => { $("model-note").textContent = last = text; });
+    await onSwitched(); // refills the picker, which clears the note
+    $("model-note").textContent = last;
   } catch (error) {
     $("model-note").textContent = error.message;
   } finally {

@@ -159,7 +159,7 @@ async function showAnalytics() {
 /** One refresh of everything the dashboard shows (API errors are shown, not thrown). */
 export async function refreshDashboard() {
   const note = $("analytics-note");
-  const [health, models] = await Promise.all([json("health"), json("models").catch(() => null)]);
+  const [health, models] = await Promise.all([json("health"), json("models", { prompt: false }).catch(() => null)]);
   showStatus(health);
   showMemory(health, models);
   if (models) showSwitchChoices(models);
