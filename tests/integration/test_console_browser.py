@@ -179,6 +179,42 @@ def test_the_keyboard_alone_sends_a_message(tab: Tab, tmp_path: Path):
     tab.shot("ui-chat.png", tmp_path)
 
 
+def test_memory_panel_shows_the_engines_numbers_where_present_and_dashes_where_not(
+    tab: Tab, demo: LiveServer
+):
+    tab.open_console()
+    models = httpx.get(f"{demo.url}/models", timeout=30).json()
+    health = httpx.get(f"{demo.url}/health", timeout=30).json()
+    # vLLM's report as the vLLM branch puts it in /models (`kv_cache`, engine.backend.KvCapacity)
+    kv_cache = {
+        "max_model_len": 4096, "engine_tokens": 153_024, "engine_max_concurrency": 37.36,
+        "planned_tokens": 152_000, "planned_max_concurrency": 37.1, "num_blocks": 9564,
+        "block_size": 16,
+    }  # fmt: skip
+    rows = tab.page.evaluate(
+        """async ([health, models, vllm]) => {
+          const { memoryRows } = await import('./dashboard.js');
+          return [memoryRows(health, models), memoryRows(health, {...models, kv_cache: vllm}),
+                  memoryRows(health, null)];
+        }""",
+        [health, models, kv_cache],
+    )
+    here, vllm, nothing = ({label: (p, e) for label, p, e in table} for table in rows)
+
+    plan = models["plan"]
+    assert here["KV cache tokens"] == (f"{plan['kv_cache_tokens']:,}", "—")
+    assert here["Max concurrency"] == (f"{plan['max_concurrency']:,.2f}", "—")
+    assert here["Max model length"] == (str(plan["max_model_len"]), "—")
+    assert vllm["KV cache tokens"] == ("152,000", "153,024")
+    assert vllm["Max concurrency"] == ("37.10", "37.36")
+    assert vllm["Max model length"] == ("4,096", "4,096")
+    assert set(nothing.values()) == {("—", "—")}
+    tab.page.click("#tab-dashboard")
+    first = tab.page.locator("#memory tbody tr").first
+    first.wait_for()
+    assert first.inner_text().split("\t") == ["KV cache tokens", *here["KV cache tokens"]]
+
+
 # -- streaming, Stop, the dashboard -------------------------------------------------------------
 
 

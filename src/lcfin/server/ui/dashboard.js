@@ -8,13 +8,17 @@ import { switchModel } from "./switch.js";
 
 /** Chart bucket per window: about 30 to 50 points each. */
 const BUCKETS = { "5m": 10, "15m": 30, "1h": 60, "6h": 300, "24h": 1800, "7d": 21600 };
+// [label, names in the planner's figures, names in the engine's figures, digits]. The engine's
+// figures are wherever the server reports them: vLLM's KvCapacity (`/models` `kv_cache`:
+// engine_tokens, engine_max_concurrency, planned_*) or any object with the plain names.
 const QUANTITIES = [
-  ["KV cache tokens", ["kv_cache_tokens", "num_kv_cache_tokens", "gpu_kv_cache_tokens"], 0],
-  ["Max concurrency", ["max_concurrency"], 2],
-  ["Max model length", ["max_model_len"], 0],
-  ["Max sequences", ["max_num_seqs"], 0],
-  ["KV cache (GiB)", ["kv_cache_gib"], 2],
+  ["KV cache tokens", ["planned_tokens", "kv_cache_tokens"], ["engine_tokens", "kv_cache_tokens", "num_kv_cache_tokens"], 0],
+  ["Max concurrency", ["planned_max_concurrency", "max_concurrency"], ["engine_max_concurrency", "max_concurrency"], 2],
+  ["Max model length", ["max_model_len"], ["max_model_len"], 0],
+  ["Max sequences", ["max_num_seqs"], ["max_num_seqs"], 0],
+  ["KV cache (GiB)", ["kv_cache_gib"], ["kv_cache_gib"], 2],
 ];
+const ENGINE_MARKS = new Set(["engine_tokens", "engine_max_concurrency", "kv_cache_tokens", "num_kv_cache_tokens", "max_concurrency"]);
 
 export function stateText(health) {
   const model = health.current_model || "no model";
@@ -34,14 +38,13 @@ function showStatus(health) {
   ]);
 }
 
-/** The first object in `doc` (depth first, skipping `skip` keys) holding one of `names`. */
-function findNumbers(doc, skip) {
-  const wanted = new Set(QUANTITIES.flatMap((q) => q[1]).filter((n) => n !== "max_model_len" && n !== "max_num_seqs"));
+/** The first object in `doc` (depth first, skipping keys that match `skip`) with engine figures. */
+function findEngine(doc, skip) {
   const stack = [doc];
   while (stack.length) {
     const node = stack.pop();
     if (!node || typeof node !== "object") continue;
-    if (Object.keys(node).some((k) => wanted.has(k))) return node;
+    if (Object.keys(node).some((k) => ENGINE_MARKS.has(k))) return node;
     for (const [key, value] of Object.entries(node)) {
       if (!skip.test(key) && value && typeof value === "object") stack.push(value);
     }
@@ -49,20 +52,28 @@ function findNumbers(doc, skip) {
   return null;
 }
 
-function pick(source, names) {
-  if (!source) return null;
-  const name = names.find((n) => source[n] !== undefined && source[n] !== null);
-  return name ? source[name] : null;
+/** The first of `sources` that has one of `names`, and its value (null when none has). */
+function pick(sources, names) {
+  for (const source of sources) {
+    const name = source && names.find((n) => source[n] !== undefined && source[n] !== null);
+    if (name) return source[name];
+  }
+  return null;
 }
 
-/** The planner's numbers (/models `plan`) beside the engine's own wherever the server puts them. */
+/**
+ * Rows of [quantity, planner, engine]: the planner's figures for the load (`kv_cache.planned_*`,
+ * else `/models` `plan`) beside the engine's own wherever the server puts them; a dash where a
+ * figure is absent.
+ */
 export function memoryRows(health, models) {
-  const planner = models?.plan ?? null;
-  const engine = findNumbers({ health, models }, /plan/i);
-  return QUANTITIES.map(([label, names, digits]) => [
+  const reported = models?.kv_cache ?? health?.kv_cache ?? null;
+  const planners = [reported, models?.plan ?? null];
+  const engine = findEngine({ health, models }, /^plan/i);
+  return QUANTITIES.map(([label, planned, own, digits]) => [
     label,
-    num(pick(planner, names), digits),
-    num(pick(engine, names), digits),
+    num(pick(planners, planned), digits),
+    num(pick([engine], own), digits),
   ]);
 }
 
