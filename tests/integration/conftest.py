@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 
 from lcfin import FinancialLLM, Settings
-from lcfin.server.app import create_app
+from lcfin.server.app import create_app, uvicorn_options
 
 # The seed variables tests/conftest.py::clean_environ also clears.
 SEED_VARS = ("HF_TOKEN_LC", "HF_TOKEN", "MODEL_NAME", "DEPLOYMENT_ENV", "USE_VLLM", "HF_HOME")
@@ -62,10 +62,18 @@ def _clean_env(hf_home: Path) -> Iterator[None]:
 
 @contextmanager
 def run_uvicorn(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread; yields its root URL."""
+    """Serve `app` with uvicorn in a thread, as `lcfin serve` does; yields its root URL.
+
+    It binds `app.state.settings.host` (0.0.0.0 for the tests of a server that listens beyond
+    loopback) and the URL always goes through 127.0.0.1: tests never leave loopback.
+    """
+    settings = getattr(app.state, "settings", None)  # None: not an lcfin app
+    host = settings.host if settings is not None else "127.0.0.1"
+    options = uvicorn_options(settings) if settings is not None else {}
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", log_config=None, access_log=False
-    )
+        app, host=host, port=0, log_level="warning", log_config=None, access_log=False,
+        **options,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -396,7 +396,7 @@ async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_
 
 @pytest.mark.asyncio
 async def test_switching_models_under_load(make_live, tiny_models, long_params):
-    server = make_live(allow_any_model=True)
+    server = make_live(local_models_root=tiny_models["qwen3"].parent)
     models = [server.model, str(tiny_models["qwen3"])]
     outcomes: list[tuple[str, int]] = []
     overlapping = 0  # in-flight answers still running when a switch started

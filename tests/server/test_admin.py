@@ -132,7 +132,7 @@ async def test_models_has_no_plan_without_a_model(serve: Serve):
 async def test_switch_model_in_the_background(
     serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate
 ):
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tiny_models["qwen3"].parent)
     llama, qwen = server.model, str(tiny_models["qwen3"])
     load_gate.close()
 
@@ -185,7 +185,7 @@ async def test_switch_model_in_the_background(
 
 
 async def test_switch_back_with_a_json_body(serve: Serve, tiny_models: dict[str, Path]):
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tiny_models["qwen3"].parent)
     llama, qwen = server.model, str(tiny_models["qwen3"])
 
     assert (await load_model(server, qwen)).status_code == 202
@@ -203,7 +203,7 @@ async def test_failed_load_keeps_the_old_model_serving(
     broken = tmp_path / "broken"
     broken.mkdir()
     shutil.copy(tiny_models["qwen3"] / "config.json", broken)  # no weights, no tokenizer
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tmp_path)
 
     assert (await load_model(server, str(broken))).status_code == 202
     final = await wait_loaded(server.client)

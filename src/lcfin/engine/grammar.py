@@ -11,6 +11,7 @@ also masked, since xgrammar's string rule admits them and strict JSON parsers do
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from lcfin.errors import BackendUnavailable, InvalidParameter
 if TYPE_CHECKING:
     from lcfin.engine.types import ResponseFormat
 
-__all__ = ["GrammarCache", "RowGrammar"]
+__all__ = ["GrammarCache", "RowGrammar", "summarize_error"]
 
 CACHE_SIZE = 64
 #: json_object mode: any JSON object (xgrammar's builtin JSON grammar also allows arrays).
@@ -56,6 +57,17 @@ def _find_unsupported(node: Any, path: str) -> str | None:
             if found:
                 return found
     return None
+
+
+_LOG_PREFIX = re.compile(r"^\s*\[[^\]]*\]\s*")  # xgrammar's "[18:50:43] "
+_SOURCE = re.compile(r"(?:[A-Za-z]:)?[\\/]?(?:[\w.-]+[\\/])+[\w.-]+\.\w+(?::\d+)?:?\s*")
+
+
+def summarize_error(exc: BaseException, limit: int = 200) -> str:
+    """The reason in a grammar library's error, without its time stamp or source paths."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    text = _SOURCE.sub("", _LOG_PREFIX.sub("", lines[0])).strip()
+    return (text or type(exc).__name__)[:limit]
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -126,7 +138,8 @@ class GrammarCache:
             return self._compiler.compile_grammar(grammar)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with its reason
             raise InvalidParameter(
-                f"response_format: the JSON schema cannot be used for constrained decoding: {exc}",
+                "response_format: the JSON schema cannot be used for constrained decoding: "
+                f"{summarize_error(exc)}",
                 param="response_format",
             ) from None
 

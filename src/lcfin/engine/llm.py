@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -10,18 +12,18 @@ from typing import Any
 from lcfin.config import Settings, get_settings
 from lcfin.engine.aio import LoopThread, with_deadline
 from lcfin.engine.backend import BackendStats, select_backend
-from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
+from lcfin.engine.fanout import Batch, Job, batch_request_ids
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
+from lcfin.engine.prepare import Prompt, prepare_jobs
 from lcfin.engine.profiles import HardwareProfile, load_profile
 from lcfin.engine.registry import ModelSpec
 from lcfin.engine.structured import parse_output, response_format_for
-from lcfin.engine.tools import check_tools, forced_call_format, tools_enabled, with_tool_calls
+from lcfin.engine.tools import check_tools, with_tool_calls
 from lcfin.engine.types import (
     Completion,
     Delta,
     GenerationRequest,
     Message,
-    SamplingParams,
     Timings,
     TokenLogprob,
     Usage,
@@ -35,9 +37,6 @@ from lcfin.telemetry.records import RequestRecord, StatsCollector
 __all__ = ["FinancialLLM"]
 
 log = logging.getLogger(__name__)
-
-_PARAM_NAMES = {f.name for f in dataclasses.fields(SamplingParams)}
-Prompt = str | Sequence[Message]
 
 
 def default_model_for(profile: HardwareProfile) -> str:
@@ -141,6 +140,17 @@ class FinancialLLM:
         """
         return await self._manager.load(model, **overrides)
 
+    def model_for_client(self, name: str) -> ModelSpec:
+        """The model a remote client may load by `name` (see `engine/sources.py`).
+
+        Raises:
+            ModelNotFound: not a catalog alias, an allowed hub id or a directory under
+                LCFIN_LOCAL_MODELS_ROOT (the same message whether or not a path exists).
+        """
+        from lcfin.engine.sources import model_for_client
+
+        return model_for_client(name, self.settings)
+
     def switch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Sync twin of `aswitch`."""
         return self._loop.run(self.aswitch(model, **overrides))
@@ -179,6 +189,7 @@ class FinancialLLM:
         Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
         `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
         `tool_choice` "required" or a named function forces one call (see `engine/tools.py`).
+        Templating, tokenization and context fitting run in a worker thread, off the loop.
 
         Raises:
             InvalidParameter, ContextLengthExceeded: bad parameters or too long a prompt.
@@ -188,28 +199,67 @@ class FinancialLLM:
         """
         if (messages is None) == (prompt is None):
             raise InvalidParameter("give either messages or prompt", param="messages")
-        check_tools(tools, tool_choice)
-        async with self._manager.lease() as loaded:
-            fmt = loaded.spec.tool_call_format
-            forced = forced_call_format(tools, tool_choice, fmt)
-            if forced is not None:
-                params = {**params, "response_format": forced}
-            sampling = self._sampling(loaded, params)
-            shown = tools if tools_enabled(tools, tool_choice) else None
-            rendered = self._render(loaded, messages, prompt, sampling, truncate, shown)
-            request = GenerationRequest(
-                rendered.token_ids,
-                sampling,
-                request_id or new_request_id(),
-                rendered.text,
-                extra_stops=rendered.extra_stops,
+        source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
+        async with self.abatch(
+            [source], raw=prompt is not None, truncate=truncate, endpoint=endpoint,
+            request_id=request_id, tools=tools, tool_choice=tool_choice, **params,
+        ) as batch, contextlib.aclosing(batch.events()) as events:  # fmt: skip
+            async for _, event in events:  # closed at once when the caller stops early
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def abatch(
+        self,
+        sources: Sequence[Prompt],
+        *,
+        raw: bool = False,
+        n: int = 1,
+        truncate: bool = True,
+        endpoint: str = "library",
+        request_id: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        **params: Any,
+    ) -> AsyncIterator[Batch]:
+        """Several generations admitted as one: `n` choices of each source, all or none.
+
+        `sources` are conversations, or raw prompts with `raw=True`. Choice i of a seeded
+        request gets seed + i. Places for every generation are leased at once, every prompt is
+        rendered (off the loop) before any starts, and `Batch.admission` says what they may use
+        at most; `Batch.events()` runs them and cancels the rest when one fails.
+
+        Raises:
+            InvalidParameter: more generations than the server ever runs at once (`param` is
+                "prompt" for raw prompts, "n" otherwise), or a bad parameter or prompt.
+            Overloaded: not enough free places for all of them (nothing started).
+            ContextLengthExceeded, BackendUnavailable, ModelLoading: as `astream_events`.
+        """
+        count = len(sources) * n
+        if count > self._manager.capacity:
+            raise InvalidParameter(
+                f"This request needs {count} generations; the server runs at most "
+                f"{self._manager.capacity} at once",
+                param="prompt" if raw else "n",
+                hint="send fewer prompts or choices per request",
             )
-            async for event in self._run(loaded, request, endpoint, rendered.dropped_messages):
-                yield with_tool_calls(event, fmt) if shown else event
+        check_tools(tools, tool_choice)
+        ids = batch_request_ids(request_id or new_request_id(), len(sources), n)
+        async with self._manager.lease(count) as loaded:
+            jobs = await asyncio.to_thread(
+                prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, params
+            )
+            yield Batch(loaded, jobs, len(sources), endpoint, self._events)
+
+    async def _events(
+        self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
+    ) -> AsyncIterator[Delta | Completion]:
+        async for event in self._run(loaded, job, endpoint, cancelled):
+            yield with_tool_calls(event, job.tool_format) if job.parse_tools else event
 
     async def _run(
-        self, loaded: LoadedModel, request: GenerationRequest, endpoint: str, dropped: int
+        self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
     ) -> AsyncIterator[Delta | Completion]:
+        request = job.request
         meter = self._accounting.begin()
         parts: list[str] = []
         logprobs: list[TokenLogprob] | None = None if request.params.logprobs is None else []
@@ -227,6 +277,8 @@ class FinancialLLM:
             meter.fail(exc)
             raise
         finally:
+            if cancelled.is_set() and meter.error is None and meter.finish_reason == "abort":
+                meter.cancel()  # a sibling failed: this one stops, and is not billed
             record = self._record(loaded, request, endpoint, meter, "".join(parts))
         yield Completion(
             text="".join(parts),
@@ -235,7 +287,7 @@ class FinancialLLM:
             model=loaded.spec.name,
             request_id=request.request_id,
             timings=Timings(record.queue_s or 0.0, record.time_to_first_token_s, record.latency_s),
-            dropped_messages=dropped,
+            dropped_messages=job.dropped_messages,
             cost_usd=record.cost_usd,
             logprobs=None if logprobs is None else tuple(logprobs),
         )
@@ -308,45 +360,6 @@ class FinancialLLM:
         return self._loop.iterate(self.astream_events(messages, **kw))
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def _sampling(self, loaded: LoadedModel, params: dict[str, Any]) -> SamplingParams:
-        unknown = sorted(set(params) - _PARAM_NAMES)
-        if unknown:
-            raise InvalidParameter(f"Unknown parameter(s): {', '.join(unknown)}", param=unknown[0])
-        defaults = getattr(loaded.backend, "default_sampling", {})
-        given = {k: v for k, v in params.items() if v is not None or k == "max_tokens"}
-        return SamplingParams(**{**defaults, **given})
-
-    def _render(
-        self,
-        loaded: LoadedModel,
-        messages: Prompt | None,
-        prompt: str | None,
-        sampling: SamplingParams,
-        truncate: bool,
-        tools: list[dict[str, Any]] | None = None,
-    ) -> RenderedPrompt:
-        tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
-        if prompt is not None:
-            ids = tok.encode(prompt)
-            if not ids:  # nothing to prefill: the engine would fail on an empty batch
-                raise InvalidParameter("The prompt is empty (no tokens)", param="prompt")
-            rendered = RenderedPrompt(prompt, ids)
-            return fit_messages(
-                [{"role": "user", "content": prompt}],
-                lambda _: rendered,
-                max_model_len=limit,
-                max_tokens=sampling.max_tokens,
-                truncate=False,
-            )
-        plain = loaded.spec.chat_format == "plain"
-        return fit_messages(
-            normalize_messages(messages or []),
-            lambda msgs: render_chat(tok, msgs, plain=plain, tools=tools),
-            max_model_len=limit,
-            max_tokens=sampling.max_tokens,
-            truncate=truncate,
-        )
 
     def _record(
         self,

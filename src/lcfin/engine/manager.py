@@ -300,12 +300,16 @@ class ModelManager:
         return self.profile.max_num_seqs + self.settings.max_waiting
 
     @asynccontextmanager
-    async def lease(self) -> AsyncIterator[LoadedModel]:
+    async def lease(self, slots: int = 1) -> AsyncIterator[LoadedModel]:
         """The current model, kept open until the caller is done with it.
+
+        Args:
+            slots: generations the caller will run under this lease, admitted all or none
+                (a list of prompts, n choices; see #16).
 
         Raises:
             ModelLoading, BackendUnavailable: no model is serving.
-            Overloaded: `capacity` requests are already running or waiting (429).
+            Overloaded: fewer than `slots` places are free of `capacity` (429).
         """
         cur = self._current
         if cur is None or self._draining:
@@ -316,17 +320,17 @@ class ModelManager:
                 + (f": the last load failed ({self._error})" if self._error else ""),
                 hint="load one with FinancialLLM.switch(...) or POST /load-model",
             )
-        if cur.active >= self.capacity:  # bounded admission: refuse now, not after a long wait
+        if cur.active + slots > self.capacity:  # bounded admission: refuse now, not later
             raise Overloaded(
                 f"The server is at capacity ({self.capacity} requests running or waiting)",
                 retry_after=1,
                 hint="retry after the Retry-After delay, or raise LCFIN_MAX_WAITING",
             )
-        cur.active += 1
+        cur.active += slots
         try:
             yield cur
         finally:
-            cur.active -= 1
+            cur.active -= slots
             if cur.retired and cur.active == 0:
                 cur.backend.close()
 

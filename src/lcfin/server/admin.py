@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.errors import Conflict, InvalidParameter, LcfinError, ModelNotFound
+from lcfin.errors import Conflict, InvalidParameter, LcfinError
 from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM, Settings
+    from lcfin import FinancialLLM, ModelSpec, Settings
 
 __all__ = ["load_in_background", "routes"]
 
@@ -25,12 +25,12 @@ VERSION = "0.1.0"
 _background: set[asyncio.Task[None]] = set()  # strong references to running loads
 
 
-async def load_in_background(llm: FinancialLLM, model: str) -> None:
+async def load_in_background(llm: FinancialLLM, model: str | ModelSpec) -> None:
     """Load `model`, logging (not raising) a failure: status() reports it."""
     try:
         await llm.aswitch(model)
     except LcfinError as exc:
-        log.error("Loading %s failed: %s", model, exc)
+        log.error("Loading %s failed: %s", getattr(model, "name", model), exc)
 
 
 def _health_status(llm: FinancialLLM) -> str:
@@ -42,24 +42,40 @@ def _health_status(llm: FinancialLLM) -> str:
     return "healthy"
 
 
+#: What public /health shows to a caller without a key once keys are on (or to a Host outside
+#: the allow-list): errors, paths and model details are behind auth, in /loading-status (#16).
+QUIET_HEALTH_FIELDS = ("status", "model_loaded")
+
+
+def _quiet(request: Request) -> bool:
+    state = request.scope.get("state", {})
+    if state.get("quiet_health"):
+        return True
+    return bool(request.app.state.exposure.api_keys) and not state.get("api_key_id")
+
+
 async def health(request: Request) -> Response:
-    """GET /health: always 200 with the seed's fields; `status` says loading / switching."""
+    """GET /health: always 200 with the seed's fields; `status` says loading / switching.
+
+    With API keys on, a caller without a valid key gets only QUIET_HEALTH_FIELDS.
+    """
     llm: FinancialLLM = request.app.state.llm
     st = llm.status()
-    return JSONResponse(
-        {
-            "status": _health_status(llm),
-            "model_loaded": st.model is not None,
-            "current_model": st.model,
-            "backend": st.backend,
-            "profile": st.profile,
-            "gpu_available": llm.gpu_available,
-            "uptime": round(time.time() - request.app.state.started, 3),
-            "version": VERSION,
-            "loading_model": st.loading_model,
-            "error": st.error,
-        }
-    )
+    body = {
+        "status": _health_status(llm),
+        "model_loaded": st.model is not None,
+        "current_model": st.model,
+        "backend": st.backend,
+        "profile": st.profile,
+        "gpu_available": llm.gpu_available,
+        "uptime": round(time.time() - request.app.state.started, 3),
+        "version": VERSION,
+        "loading_model": st.loading_model,
+        "error": st.error,
+    }
+    if _quiet(request):
+        body = {key: body[key] for key in QUIET_HEALTH_FIELDS}
+    return JSONResponse(body)
 
 
 async def ready(request: Request) -> Response:
@@ -123,22 +139,13 @@ async def _model_name(request: Request) -> str:
 
 async def load_model(request: Request) -> Response:
     """POST /load-model?model_name=...: start a switch in the background (202)."""
-    from lcfin import get_model, list_models
-
     llm: FinancialLLM = request.app.state.llm
-    settings: Settings = request.app.state.settings
     name = await _model_name(request)
-    if name not in list_models(settings.catalog) and not settings.allow_any_model:
-        raise ModelNotFound(
-            f"'{name}' is not a catalog alias; this server loads catalog models only",
-            param="model_name",
-            hint="see GET /models, or set LCFIN_ALLOW_ANY_MODEL=true",
-        )
-    spec = get_model(name, settings.catalog)
+    spec = llm.model_for_client(name)
     st = llm.status()
     if st.loading_model is not None:
         raise Conflict(f"Model {st.loading_model} is already loading", param="model_name")
-    task = asyncio.create_task(load_in_background(llm, name))
+    task = asyncio.create_task(load_in_background(llm, spec))
     _background.add(task)
     task.add_done_callback(_background.discard)
     await asyncio.sleep(0)  # let the load claim its slot, so /loading-status says "loading"
@@ -171,17 +178,16 @@ async def loading_status(request: Request) -> Response:
 
 async def inference(request: Request) -> Response:
     """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
+    from lcfin.server.admission import collect, generation_events
     from lcfin.server.openai import cost_header, read_json
 
     req = InferenceRequest.model_validate(await read_json(request))
     check_text(req.prompt, "prompt")
-    llm: FinancialLLM = request.app.state.llm
-    done = await llm.achat(
-        req.prompt,
-        max_tokens=req.max_new_tokens,
+    events = generation_events(
+        request, [req.prompt], endpoint="/inference", max_tokens=req.max_new_tokens,
         temperature=req.temperature,
-        endpoint="/inference",
-    )
+    )  # fmt: skip
+    (done,) = await collect(events)
     body: dict[str, Any] = {
         "response": done.text,
         "model_used": done.model,

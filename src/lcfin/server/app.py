@@ -205,6 +205,7 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.exposure = exposure
     app.state.console_csp = csp
+    app.state.limiter = limiter
     app.state.telemetry = telemetry
     app.state.started = time.time()
     return app

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lcfin.errors import LcfinError
 from lcfin.telemetry.records import RequestRecord
 from lcfin.telemetry.schema import REQUEST_COLUMNS, migrate
-from lcfin.telemetry.store import Store, describe_target, open_store
+from lcfin.telemetry.store import Store, describe_target, open_store, scrub
 
 __all__ = ["LedgerQuery", "Serving", "UsageLedger"]
 
@@ -126,9 +127,17 @@ class UsageLedger:
         self.store: Store = open_store(target)
         try:
             migrate(self.store)
-        except BaseException:
+        except LcfinError:
             self.store.close()
             raise
+        except Exception as exc:  # the driver's own error (unreachable server, bad login)
+            self.store.close()
+            lines = str(exc).strip().splitlines() or [""]
+            reason = scrub(lines[0], target)
+            raise LcfinError(
+                f"Cannot open the usage database {self.target}: {type(exc).__name__}: {reason}",
+                hint="check LCFIN_USAGE_DB, or set LCFIN_USAGE_DB=off",
+            ) from None
         self.flush_interval_s = flush_interval_s
         self.audit_retention_days = audit_retention_days
         self.session_id = uuid.uuid4().hex
