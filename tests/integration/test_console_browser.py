@@ -368,6 +368,7 @@ def test_keys_prompt_401_then_the_right_key_works_and_stays_out_of_urls_and_logs
         dialog = tab.page.locator("#key-dialog[open]")
         dialog.wait_for()
         assert "Missing API key" in tab.page.locator("#key-reason").inner_text()
+        assert tab.page.inner_text("#server-state") == "healthy"  # /health without a key: status
 
         tab.page.fill("#api-key", WRONG)
         tab.page.press("#api-key", "Enter")

@@ -20,9 +20,10 @@ const QUANTITIES = [
 ];
 const ENGINE_MARKS = new Set(["engine_tokens", "engine_max_concurrency", "kv_cache_tokens", "num_kv_cache_tokens", "max_concurrency"]);
 
+/** The header's summary; without a key, /health gives only the status (keys on). */
 export function stateText(health) {
-  const model = health.current_model || "no model";
-  return `${model} · ${health.status}${health.loading_model ? ` (loading ${health.loading_model})` : ""}`;
+  const model = health.current_model ? `${health.current_model} · ` : "";
+  return `${model}${health.status}${health.loading_model ? ` (loading ${health.loading_model})` : ""}`;
 }
 
 function showStatus(health) {
