@@ -44,6 +44,18 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def screenshots(session: nox.Session) -> None:
+    """Run the console's browser tests and write their screenshots into docs/img/ (docs/ui.md)."""
+    install_project(session)
+    session.run(
+        "pytest",
+        "tests/integration/test_console_browser.py",
+        *session.posargs,
+        env={"LCFIN_UI_SCREENSHOTS": "1", "LCFIN_TEST_REQUIRE_BROWSER": "1"},
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Throughput benchmark against the static-batch ceiling and `transformers serve`."""
     install_project(session, "dev,bench")

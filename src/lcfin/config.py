@@ -175,6 +175,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 2**20, gt=0, description="Largest accepted request body in bytes (413 above)."
     )
+    ui: bool = Field(
+        True,
+        description=(
+            "Serve the web console (chat playground and operations dashboard) at /ui. The page "
+            "holds no data and every API call it makes needs the same keys as any client "
+            "(docs/ui.md); false: /ui and / answer 404."
+        ),
+    )
+    ui_frame_ancestors: str = Field(
+        "",
+        description=(
+            "Origins allowed to show the console in a frame (CSP frame-ancestors), e.g. "
+            "'https://huggingface.co' for a Space page; empty: no framing."
+        ),
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests before exiting."
     )

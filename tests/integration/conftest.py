@@ -92,11 +92,12 @@ def run_uvicorn(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def live_server(model_dir: Path, hf_home: Path, **settings: Any) -> Iterator[LiveServer]:
-    """A FinancialLLM on `model_dir` (cpu profile) behind a real uvicorn."""
+def live_server(model: Path | str, hf_home: Path, **settings: Any) -> Iterator[LiveServer]:
+    """A FinancialLLM on `model` (a directory or an alias such as "demo"; cpu profile) behind a
+    real uvicorn."""
     with _clean_env(hf_home):
         s = Settings(_env_file=None, **settings)
-        llm = FinancialLLM(str(model_dir), profile="cpu", settings=s)
+        llm = FinancialLLM(str(model), profile="cpu", settings=s)
     try:
         with run_uvicorn(create_app(llm, s)) as url:
             yield LiveServer(url, llm, s)

@@ -105,6 +105,27 @@ async def test_models_lists_the_catalog_by_alias(server: Served):
     assert "demo" in body["available_models"]
 
 
+async def test_models_gives_the_planners_numbers_for_the_served_model(server: Served):
+    from lcfin import plan_memory
+
+    plan = (await server.client.get("/models")).json()["plan"]
+
+    st = server.llm.status()
+    expected = plan_memory(st.model, st.profile, max_model_len=st.max_model_len)
+    assert plan["profile"] == "cpu" and plan["backend"] == "transformers"
+    assert plan["kv_cache_tokens"] == expected.kv_cache_tokens > 0
+    assert plan["max_concurrency"] == pytest.approx(expected.max_concurrency)
+    assert plan["max_model_len"] == st.max_model_len
+
+
+async def test_models_has_no_plan_without_a_model(serve: Serve):
+    server = await serve(load=False)
+
+    body = (await server.client.get("/models")).json()
+
+    assert body["current_model"] is None and body["plan"] is None
+
+
 # -- /load-model ----------------------------------------------------------------------------
 
 

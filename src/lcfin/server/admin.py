@@ -86,8 +86,32 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "5"})
 
 
+#: The planner's numbers /models shows for the served model (the console shows them).
+PLAN_FIELDS = (
+    "profile", "backend", "max_model_len", "max_num_seqs", "budget_gib", "weights_gib",
+    "kv_cache_gib", "kv_cache_tokens", "max_concurrency", "fits",
+)  # fmt: skip
+
+
+def _plan(llm: FinancialLLM, settings: Settings) -> dict[str, Any] | None:
+    """The planner's prediction for the served model on its profile; None when it cannot plan."""
+    from lcfin import plan_memory
+
+    st = llm.status()
+    if st.model is None:
+        return None
+    try:
+        plan = plan_memory(
+            st.model, st.profile, max_model_len=st.max_model_len, user_catalog=settings.catalog
+        )
+    except LcfinError as exc:  # e.g. an architecture unknown offline: no plan, not an error
+        log.debug("No memory plan for %s: %s", st.model, exc)
+        return None
+    return {name: getattr(plan, name) for name in PLAN_FIELDS}
+
+
 async def models(request: Request) -> Response:
-    """GET /models: current model and the catalog (alias -> repo id)."""
+    """GET /models: current model, the catalog (alias -> repo id) and the planner's numbers."""
     from lcfin import list_models
 
     settings: Settings = request.app.state.settings
@@ -97,6 +121,7 @@ async def models(request: Request) -> Response:
         {
             "current_model": llm.status().model,
             "available_models": {alias: spec.repo_id for alias, spec in specs.items()},
+            "plan": await asyncio.to_thread(_plan, llm, settings),
         }
     )
 

@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
-from lcfin.server import admin, analytics, docs, openai
+from lcfin.server import admin, analytics, console, docs, openai
 from lcfin.server.browser import BrowserGuardMiddleware
 from lcfin.server.context import RequestIdMiddleware, current_request_id
 from lcfin.server.exposure import Exposure
 from lcfin.server.ratelimit import Limits, RateLimiter, RateLimitMiddleware
-from lcfin.server.security import AuthMiddleware, BodyLimitMiddleware
+from lcfin.server.security import PUBLIC_PATHS, AuthMiddleware, BodyLimitMiddleware
 from lcfin.telemetry.wiring import Telemetry
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ def _middleware(
             api_keys=list(exposure.api_keys),
             admin_key=exposure.admin_key,
             exposed=exposure.exposed,
+            public_paths=PUBLIC_PATHS | (console.public_paths() if settings.ui else frozenset()),
         )
     )
     stack.append(Middleware(RateLimitMiddleware, limiter=limiter))
@@ -160,11 +161,13 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
 
     Raises:
         InvalidParameter: a bad key file, or `settings.host` beyond loopback with no API key
-            and no LCFIN_ALLOW_UNAUTHENTICATED (see `Exposure.of`).
+            and no LCFIN_ALLOW_UNAUTHENTICATED (see `Exposure.of`), or a bad
+            LCFIN_UI_FRAME_ANCESTORS.
         LcfinError: the usage ledger (LCFIN_USAGE_DB) cannot be opened.
     """
     exposure = Exposure.of(settings)
     exposure.log_warnings()
+    csp = console.content_security_policy(settings) if settings.ui else None
     telemetry = Telemetry.from_settings(llm, settings)
     limiter = _rate_limiter(llm, settings)
 
@@ -182,7 +185,13 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
             await asyncio.to_thread(telemetry.close)
 
     app = Starlette(
-        routes=[*openai.routes(), *admin.routes(), *analytics.routes(), *docs.routes()],
+        routes=[
+            *openai.routes(),
+            *admin.routes(),
+            *analytics.routes(),
+            *docs.routes(),
+            *(console.routes() if settings.ui else []),
+        ],
         middleware=_middleware(settings, exposure, limiter),
         exception_handlers={
             LcfinError: _lcfin_error,
@@ -195,6 +204,7 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     app.state.llm = llm
     app.state.settings = settings
     app.state.exposure = exposure
+    app.state.console_csp = csp
     app.state.limiter = limiter
     app.state.telemetry = telemetry
     app.state.started = time.time()

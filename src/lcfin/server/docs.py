@@ -78,7 +78,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/models": {"get": _op("Served and switchable models", None, "ModelList")},
         "/health": {"get": _plain("Liveness and state (always 200)")},
         "/health/ready": {"get": _plain("200 when a model is ready, else 503 + Retry-After")},
-        "/models": {"get": _plain("Current model and the catalog")},
+        "/models": {"get": _plain("Current model, the catalog and the planner's numbers")},
         "/load-model": {"post": _plain("Switch model in the background (?model_name=..., admin)")},
         "/loading-status": {"get": _plain("idle / loading / ready / failed")},
         "/inference": {"post": inference},
@@ -87,7 +87,10 @@ def openapi_document() -> dict[str, Any]:
             "get": _plain("Latency percentiles, throughput, error rates (?window=&model=&key=)")
         },
         "/analytics/usage": {
-            "get": _plain("Requests and tokens by model, endpoint, key and hour (admin)")
+            "get": _plain(
+                "Requests and tokens by model, endpoint, key and time bucket "
+                "(?window=&model=&key=&bucket=, admin)"
+            )
         },
         "/analytics/costs": {
             "get": _plain("Token and hardware costs, cost per 1K tokens, recommendations")

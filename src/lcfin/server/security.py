@@ -1,7 +1,8 @@
 """API keys (deny by default), the admin key, and the request body limit.
 
 Every route needs `Authorization: Bearer <key>` once keys are configured, except the few listed
-in PUBLIC_PATHS: a new route is protected unless someone adds it there on purpose. Admin routes
+in PUBLIC_PATHS (and the web console's static files, `console.public_paths()`, while LCFIN_UI
+is on): a new route is protected unless someone adds it there on purpose. Admin routes
 need the admin key; with API keys set, or a server listening beyond loopback, and no admin key
 they are refused. Keys are compared in constant time and never logged. Only a key that matched
 a configured one names the caller (rate limits, the ledger's `api_key_id`): with no keys
@@ -66,8 +67,10 @@ class AuthMiddleware:
         api_keys: list[str],
         admin_key: str | None,
         exposed: bool = False,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
     ) -> None:
         self.app = app
+        self.public_paths = public_paths
         self.api_keys = api_keys
         self.admin_key = admin_key
         self.exposed = exposed
@@ -89,7 +92,7 @@ class AuthMiddleware:
                 "LCFIN_ADMIN_KEY is not set",
                 hint="set LCFIN_ADMIN_KEY to use this route",
             )
-        if not self.api_keys or path in PUBLIC_PATHS:
+        if not self.api_keys or path in self.public_paths:
             return None
         if token is None:
             return Unauthorized("Missing API key: send Authorization: Bearer <key>")
