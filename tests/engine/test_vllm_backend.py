@@ -491,21 +491,34 @@ def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_
 
 
 # -- backend selection ----------------------------------------------------------------------------
+# What is installed and which GPUs NVML sees are edges: both are replaced by fixed answers.
+
+
+def _machine(monkeypatch, *, has_vllm: bool, gpus: int, cpu_build: bool = False) -> None:
+    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
+    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
+    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
 
 
 @pytest.mark.parametrize(
-    ("has_vllm", "gpus", "profile", "use_vllm", "expected"),
+    ("has_vllm", "gpus", "cpu_build", "profile", "use_vllm", "expected"),
     [
-        (True, 1, "scw-l40s", None, "vllm"),
-        (False, 1, "scw-l40s", None, "transformers"),  # vllm not installed
-        (True, 0, "scw-l40s", None, "transformers"),  # no CUDA GPU
-        (True, 1, "scw-l40s", False, "transformers"),  # USE_VLLM=false
-        (True, 1, "cpu", None, "transformers"),  # the profile prefers it
+        (True, 1, False, "scw-l40s", None, "vllm"),
+        (False, 1, False, "scw-l40s", None, "transformers"),  # vllm not installed
+        (True, 0, False, "scw-l40s", None, "transformers"),  # no CUDA GPU
+        (True, 0, True, "scw-l40s", None, "transformers"),  # a GPU profile needs the GPU
+        (True, 1, False, "scw-l40s", False, "transformers"),  # USE_VLLM=false
+        (True, 1, False, "cpu", None, "transformers"),  # the profile prefers it
+        (True, 0, True, "cpu", None, "transformers"),  # ... even with vLLM's CPU build
+        (True, 0, True, "cpu-vllm", None, "vllm"),  # vLLM's CPU build on its profile
+        (True, 0, False, "cpu-vllm", None, "transformers"),  # the CUDA wheel cannot run it
+        (False, 0, False, "cpu-vllm", None, "transformers"),  # nothing installed
     ],
 )
-def test_auto_selection(monkeypatch, caplog, has_vllm, gpus, profile, use_vllm, expected) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
+def test_auto_selection(
+    monkeypatch, caplog, has_vllm, gpus, cpu_build, profile, use_vllm, expected
+) -> None:
+    _machine(monkeypatch, has_vllm=has_vllm, gpus=gpus, cpu_build=cpu_build)
     settings = Settings(use_vllm=use_vllm)
     with caplog.at_level("INFO", logger="lcfin.engine.backend"):
         assert select_backend("auto", load_profile(profile), settings) == expected
@@ -513,21 +526,45 @@ def test_auto_selection(monkeypatch, caplog, has_vllm, gpus, profile, use_vllm, 
 
 
 @pytest.mark.parametrize(
-    ("has_vllm", "gpus", "match"), [(False, 1, "not installed"), (True, 0, "GPU")]
+    ("has_vllm", "gpus", "profile", "match"),
+    [
+        (False, 1, "scw-l40s", "not installed"),
+        (True, 0, "scw-l40s", "GPU"),
+        (True, 0, "cpu", "CPU build is not installed"),
+    ],
 )
-def test_asking_for_vllm_without_it_is_refused(monkeypatch, has_vllm, gpus, match) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
+def test_asking_for_vllm_without_it_is_refused(monkeypatch, has_vllm, gpus, profile, match):
+    _machine(monkeypatch, has_vllm=has_vllm, gpus=gpus)
     with pytest.raises(BackendUnavailable, match=match):
-        select_backend("vllm", load_profile("scw-l40s"), Settings())
+        select_backend("vllm", load_profile(profile), Settings())
 
 
 def test_use_vllm_true_asks_for_vllm(monkeypatch) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: True)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)])
-    assert (
-        select_backend(
-            "auto", load_profile("cpu"), Settings(use_vllm=True, deployment_env="scaleway")
-        )
-        == "vllm"
-    )
+    _machine(monkeypatch, has_vllm=True, gpus=1)
+    settings = Settings(use_vllm=True, deployment_env="scaleway")
+    assert select_backend("auto", load_profile("scw-l40s"), settings) == "vllm"
+    with pytest.raises(BackendUnavailable, match="CPU build"):  # the CUDA wheel, a CPU profile
+        select_backend("auto", load_profile("cpu"), settings)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-vllm"])
+def test_vllm_on_cpu_with_the_cpu_build(monkeypatch, profile) -> None:
+    _machine(monkeypatch, has_vllm=True, gpus=0, cpu_build=True)
+    assert select_backend("vllm", load_profile(profile), Settings()) == "vllm"
+    assert select_backend("auto", load_profile(profile), Settings(use_vllm=True)) == "vllm"
+
+
+def test_auto_on_cpu_takes_transformers_for_a_model_the_cpu_build_cannot_run(
+    monkeypatch, caplog
+) -> None:
+    _machine(monkeypatch, has_vllm=True, gpus=0, cpu_build=True)
+    demo = get_model("demo")  # head_dim 48: runs on the CPU build
+    assert demo.arch is not None
+    narrow = demo.model_copy(update={"arch": demo.arch.model_copy(update={"head_dim": 16})})
+    cpu_vllm = load_profile("cpu-vllm")
+    assert select_backend("auto", cpu_vllm, Settings(), demo) == "vllm"
+    with caplog.at_level("INFO", logger="lcfin.engine.backend"):
+        assert select_backend("auto", cpu_vllm, Settings(), narrow) == "transformers"
+    assert "head_dim 16" in caplog.text
+    with pytest.raises(BackendUnavailable, match="head_dim 16"):
+        select_backend("vllm", cpu_vllm, Settings(), narrow)

