@@ -236,9 +236,9 @@ class RecordingLLM(FakeAsyncLLM):
     events: ClassVar[list[str]] = []
 
     @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
+    def from_engine_args(cls, engine_args: Any, stat_loggers: Any = None) -> FakeAsyncLLM:
         cls.events.append(f"start {engine_args.kwargs['served_model_name']}")
-        return super().from_engine_args(engine_args)
+        return super().from_engine_args(engine_args, stat_loggers)
 
     def shutdown(self, timeout: float | None = None) -> None:
         self.events.append(f"stop {self.args.kwargs['served_model_name']}")

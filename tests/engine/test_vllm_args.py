@@ -109,7 +109,12 @@ def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
     assert kw["enable_prefix_caching"] is prof.enable_prefix_caching
     assert kw["distributed_executor_backend"] == executor_backend(prof)
     assert kw["download_dir"] == str(settings.hub_cache)
-    assert kw["disable_log_stats"] is False
+    assert kw["disable_log_stats"] is True  # lcfin's own stat logger reads the scheduler
+    # compact JSON, engine-wide, with a named backend (vLLM ignores the per-request flag)
+    assert kw["structured_outputs_config"] == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
     assert kw["trust_remote_code"] is False
     assert kw["served_model_name"] == "llama3.1-70b"
     if prof.block_size == 16:
@@ -306,14 +311,21 @@ def test_check_fits_returns_the_plan(settings: Settings) -> None:
 # -- contract with the real vLLM -----------------------------------------------------------------
 
 
+@pytest.mark.vllm
 @pytest.mark.parametrize("name", VLLM_PROFILES)
 def test_real_async_engine_args_accept_the_mapping(name: str, settings, tiny_models) -> None:
     if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed (CUDA-only); mapping checked against VLLM-NOTES.md")
-    from vllm.engine.arg_utils import AsyncEngineArgs
+        pytest.skip("vllm is not installed; mapping checked against VLLM-NOTES.md")
+    from lcfin.engine.vllm import _vllm_api
 
     spec = spec_from_directory(tiny_models["llama"])
     kwargs = engine_args(load_profile(name), spec, settings, model_dir=tiny_models["llama"])
-    args = AsyncEngineArgs(**kwargs)
+    args = _vllm_api()["engine_args"](kwargs)  # the real AsyncEngineArgs
+    config = kwargs.pop("structured_outputs_config")
     for key, value in kwargs.items():
         assert getattr(args, key) == value, key
+    built = args.structured_outputs_config  # a StructuredOutputsConfig, validated by vLLM
+    assert (built.backend, built.disable_any_whitespace) == (
+        config["backend"],
+        config["disable_any_whitespace"],
+    )

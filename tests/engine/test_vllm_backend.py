@@ -32,7 +32,8 @@ from lcfin.engine.vllm import (
     token_prompt,
     wait_for_release,
 )
-from lcfin.errors import ContextLengthExceeded
+from lcfin.engine.vllm_mapping import translate_error
+from lcfin.errors import ContextLengthExceeded, InvalidParameter, LcfinError, Overloaded
 
 # -- stand-ins for vLLM's classes ----------------------------------------------------------------
 
@@ -99,12 +100,18 @@ class FakeAsyncLLM:
             get_num_unfinished_requests=lambda: self.unfinished
         )
         self.gate: asyncio.Event | None = None
+        #: After this many outputs the request runs on without output (a long generation).
+        self.hold_after: int | None = None
         FakeAsyncLLM.instances.append(self)
 
+    errored = False  # AsyncLLM.errored: True once EngineCore has died
+
     @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
+    def from_engine_args(cls, engine_args: Any, stat_loggers: Any = None) -> FakeAsyncLLM:
         max_len = engine_args.kwargs.get("max_model_len", 256)
-        return cls(max_model_len=max_len, args=engine_args)
+        engine = cls(max_model_len=max_len, args=engine_args)
+        engine.stat_loggers = stat_loggers
+        return engine
 
     def get_tokenizer(self) -> Any:
         return self.tokenizer
@@ -113,9 +120,11 @@ class FakeAsyncLLM:
         self.generated.append((prompt, sampling_params, request_id))
         finished = False
         try:
-            for item in self.script:
+            for n, item in enumerate(self.script):
                 if self.gate is not None:
                     await self.gate.wait()
+                if self.hold_after is not None and n >= self.hold_after:
+                    await asyncio.Event().wait()  # until aborted (cancelled)
                 await asyncio.sleep(0)
                 finished = item.finished
                 yield item
@@ -163,9 +172,14 @@ def install_fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
             "vllm.v1",
             "vllm.v1.engine",
             "vllm.v1.engine.async_llm",
+            "vllm.v1.metrics",
+            "vllm.v1.metrics.loggers",
             "vllm.inputs",
+            "vllm.config",
         )
     }
+    mods["vllm.config"].StructuredOutputsConfig = types.SimpleNamespace  # type: ignore[attr-defined]
+    mods["vllm.v1.metrics.loggers"].StatLoggerBase = object  # type: ignore[attr-defined]
     mods["vllm.engine.arg_utils"].AsyncEngineArgs = FakeEngineArgs  # type: ignore[attr-defined]
     mods["vllm.sampling_params"].SamplingParams = dict  # type: ignore[attr-defined]
     mods["vllm.sampling_params"].RequestOutputKind = types.SimpleNamespace(DELTA="DELTA")  # type: ignore[attr-defined]
@@ -175,8 +189,19 @@ def install_fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, module)
 
 
+OPEN: list[VLLMBackend] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_backends() -> Any:
+    """Each VLLMBackend runs an event loop in a thread: stop them after every test."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def backend_over(engine: FakeAsyncLLM, **kw: Any) -> VLLMBackend:
-    return VLLMBackend(
+    backend = VLLMBackend(
         engine,
         model_id="m",
         make_sampling=make_sampling,
@@ -184,6 +209,8 @@ def backend_over(engine: FakeAsyncLLM, **kw: Any) -> VLLMBackend:
         read_memory=lambda: None,
         **kw,
     )
+    OPEN.append(backend)
+    return backend
 
 
 def request(ids=(1, 2, 3), **params: Any) -> GenerationRequest:
@@ -226,7 +253,7 @@ def test_every_sampling_field_is_mapped() -> None:
         "skip_special_tokens": True,
         "include_stop_str_in_output": False,
         "logprobs": 3,
-        "structured_outputs": {"json": {"type": "object"}, "disable_any_whitespace": True},
+        "structured_outputs": {"json": {"type": "object"}},
     }
 
 
@@ -338,7 +365,7 @@ async def test_generate_streams_deltas_with_mapped_params() -> None:
     assert [d.prompt_tokens for d in deltas] == [3, None]
     assert deltas[-1].finish_reason == "length"
     ((prompt, params, rid),) = engine.generated
-    assert rid == "req-1"
+    assert rid.startswith("req-1-")  # the caller's id + a suffix: unique in the engine
     assert prompt == {"type": "token", "prompt_token_ids": [1, 2, 3], "prompt": "the prompt"}
     assert params["output_kind"] == "DELTA"
     assert (params["max_tokens"], params["seed"]) == (3, 7)
@@ -350,12 +377,14 @@ async def test_generate_streams_deltas_with_mapped_params() -> None:
 async def test_stopping_early_aborts_the_request_in_the_engine() -> None:
     script = [out("a", [1]), out("b", [2]), out("c", [3], finish="stop")]
     engine = FakeAsyncLLM(script)
+    engine.hold_after = 1
     gen = backend_over(engine).generate(request())
     first = await gen.__anext__()
     assert first.text == "a"
     await gen.aclose()  # what `break` and a client disconnect do
-    assert engine.aborted == ["req-1"]
-    assert engine.closed_early == ["req-1"]
+    ((_, _, rid),) = engine.generated
+    assert engine.aborted == [rid]
+    assert engine.closed_early == [rid]
 
 
 @pytest.mark.asyncio
@@ -373,7 +402,48 @@ async def test_cancelling_the_consumer_aborts_the_request() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert engine.aborted == ["req-1"]
+    ((_, _, rid),) = engine.generated
+    assert engine.aborted == [rid]
+
+
+@pytest.mark.asyncio
+async def test_two_requests_with_one_client_id_do_not_abort_each_other() -> None:
+    # A client may send the same X-Request-ID twice; vLLM's abort(id) ends every request
+    # with that id, so the engine must see two ids.
+    engine = FakeAsyncLLM([out("a", [1]), out("b", [2]), out("c", [3], finish="stop")])
+    engine.hold_after = 1
+    backend = backend_over(engine)
+    first, second = backend.generate(request()), backend.generate(request())
+    assert (await first.__anext__()).text == "a"
+    assert (await second.__anext__()).text == "a"
+    await first.aclose()
+    assert engine.aborted  # the first one is gone from the engine ...
+    engine.hold_after = None
+    (_, _, second_id) = engine.generated[1]
+    assert second_id not in engine.aborted  # ... and the second one was not aborted with it
+    await second.aclose()
+    ids = [rid for _, _, rid in engine.generated]
+    assert len(set(ids)) == 2
+    assert engine.aborted == ids  # each by its own id, once
+
+
+def test_the_engine_runs_on_its_own_loop_for_sync_and_async_callers() -> None:
+    engine = FakeAsyncLLM([out("a", [1], finish="stop")])
+    backend = backend_over(engine)
+    seen: list[Any] = []
+    real = engine.generate
+
+    async def recording(*args: Any) -> Any:
+        seen.append(asyncio.get_running_loop())
+        async for item in real(*args):
+            yield item
+
+    engine.generate = recording  # type: ignore[method-assign]
+    for _ in range(2):  # two callers, each on a loop of its own (then closed)
+        assert [d.text for d in asyncio.run(collect(backend, request()))] == ["a"]
+    assert len(seen) == 2
+    assert seen[0] is seen[1]  # both ran on the backend's loop, which outlives the callers
+    assert not seen[0].is_closed()
 
 
 @pytest.mark.asyncio
@@ -391,8 +461,74 @@ async def test_too_long_a_prompt_is_refused_before_the_engine() -> None:
     assert engine.generated == []
 
 
-class EngineDeadError(RuntimeError):
-    """Named like `vllm.v1.engine.exceptions.EngineDeadError`."""
+# Named like vLLM's exception tree (vllm/exceptions.py, vllm/v1/engine/exceptions.py, 0.32).
+class VLLMError(Exception):
+    pass
+
+
+class VLLMClientError(VLLMError):
+    pass
+
+
+class VLLMServerError(VLLMError):
+    pass
+
+
+class VLLMUnprocessableEntityError(VLLMClientError):
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class GracefulHTTPError(VLLMError):
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.message, self.http_status = message, http_status
+
+
+class QueueOverflowError(GracefulHTTPError):
+    def __init__(self) -> None:
+        super().__init__("The engine is currently busy", 503)
+
+
+class EngineGenerateError(VLLMServerError):
+    pass
+
+
+class EngineDeadError(VLLMServerError):
+    pass
+
+
+class GenerationError(VLLMServerError):
+    pass
+
+
+class RetryableRequestError(GenerationError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "status"),
+    [
+        (VLLMUnprocessableEntityError("bad image", parameter="messages"), InvalidParameter, 400),
+        (QueueOverflowError(), Overloaded, 429),
+        (EngineGenerateError(), LcfinError, 500),
+        (EngineDeadError(), BackendUnavailable, 503),
+        (RetryableRequestError("try again"), BackendUnavailable, 503),
+        (GenerationError("boom"), LcfinError, 500),
+    ],
+)
+def test_vllm_errors_map_by_class_hierarchy(exc, expected, status) -> None:
+    mapped = translate_error(exc)
+    assert type(mapped) is expected
+    assert mapped.http_status == status
+    if isinstance(exc, VLLMUnprocessableEntityError):
+        assert mapped.param == "messages"
+
+
+def test_non_vllm_errors_are_not_mapped() -> None:
+    assert translate_error(ValueError("x")) is None
+    assert translate_error(KeyboardInterrupt()) is None
 
 
 @pytest.mark.asyncio

@@ -6,7 +6,7 @@ import importlib.metadata
 import importlib.util
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lcfin.errors import BackendUnavailable
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackendStats",
     "InferenceBackend",
+    "KvCapacity",
     "Tokenizer",
     "load_backend",
     "select_backend",
@@ -56,11 +57,51 @@ class BackendStats:
     kv_cache_usage: float | None = None
 
 
+@dataclass(frozen=True)
+class KvCapacity:
+    """The KV cache an engine reports after loading, beside the planner's prediction.
+
+    vLLM logs it as "KV cache size: N tokens, Maximum concurrency for L tokens per request:
+    Cx"; `planned_*` are `lcfin plan`'s figures for the same load.
+    """
+
+    max_model_len: int
+    engine_tokens: int | None
+    engine_max_concurrency: float | None
+    planned_tokens: int | None = None
+    planned_max_concurrency: float | None = None
+    num_blocks: int | None = None
+    block_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a JSON-ready dict."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line: the engine's figures, then the plan's."""
+        engine = (
+            f"KV cache {self.engine_tokens:,} tokens, max concurrency "
+            f"{self.engine_max_concurrency:.2f}x at {self.max_model_len:,} tokens"
+            if self.engine_tokens is not None and self.engine_max_concurrency is not None
+            else "KV cache size not reported"
+        )
+        if self.planned_tokens is None or self.planned_max_concurrency is None:
+            return engine
+        return (
+            f"{engine} (planned: {self.planned_tokens:,} tokens, "
+            f"{self.planned_max_concurrency:.2f}x)"
+        )
+
+
 class InferenceBackend(Protocol):
     """An engine that streams completions for tokenised prompts.
 
     `generate` is an async iterator of `Delta`s; closing it early (client gone, timeout)
-    aborts the request and frees its slot within one decoding step.
+    aborts the request and frees its slot within one decoding step. `close` may block (an
+    engine shutdown): callers run it off the event loop.
+
+    Optional extras the manager looks for: `capacity` (a `KvCapacity`) and `watch(on_death)`,
+    which calls `on_death(reason)` from another thread if the engine dies under it.
     """
 
     name: str

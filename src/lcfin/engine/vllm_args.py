@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROFILE_OVERRIDES",
+    "STRUCTURED_OUTPUTS",
     "check_fits",
     "does_not_fit",
     "effective_profile",
@@ -60,6 +61,8 @@ PROFILE_OVERRIDES = frozenset(
 _RESERVED = frozenset({"model", "tokenizer", "download_dir", "served_model_name", "hf_token"})
 #: vLLM picks the block size itself (16, or an attention backend's preference) unless told.
 _VLLM_DEFAULT_BLOCK_SIZE = 16
+#: vLLM's `StructuredOutputsConfig`: xgrammar (a dependency of lcfin and of vLLM), compact JSON.
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def effective_profile(profile: HardwareProfile, overrides: dict[str, Any]) -> HardwareProfile:
@@ -191,8 +194,13 @@ def engine_args(
         "enable_prefix_caching": prof.enable_prefix_caching,
         "trust_remote_code": settings.trust_remote_code,
         "served_model_name": spec.name,
-        # Stats on: Prometheus metrics and RequestOutput.metrics need them.
-        "disable_log_stats": False,
+        # vLLM's own stat loggers (its log line, its global Prometheus registry) off: lcfin
+        # reads the scheduler's stats through a logger of its own (VLLMBackend.load), for
+        # BackendStats and /metrics.
+        "disable_log_stats": True,
+        # Compact JSON for every structured output: vLLM reads disable_any_whitespace from here
+        # only (never per request), and only with a named backend ("auto" refuses the flag).
+        "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
     }
     if prof.block_size != _VLLM_DEFAULT_BLOCK_SIZE:
         kwargs["block_size"] = prof.block_size
