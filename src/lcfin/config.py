@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     max_messages: int = Field(
         1024, gt=0, description="Most messages one chat request may carry (400 above)."
     )
+    on_engine_death: Literal["restart", "exit"] = Field(
+        "restart",
+        description=(
+            "When the engine process dies (vLLM's EngineCore): 'restart' reloads the model in "
+            "this process with backoff (1 s, doubling to 60 s); 'exit' makes `lcfin serve` exit "
+            "with code 6 so that a supervisor restarts it. Meanwhile /health says failed."
+        ),
+    )
     rate_limits: str = Field(
         "",
         description=(

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["LoopThread", "relay", "with_deadline"]
@@ -144,7 +144,7 @@ async def _next(agen: AsyncIterator[T]) -> T:
 
 async def relay(
     make: Callable[[], AsyncIterator[T]], home: asyncio.AbstractEventLoop
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Iterate `make()` on the event loop `home` (another thread's), from the running loop.
 
     An engine whose state is tied to one loop (vLLM's output handler and request queues) runs

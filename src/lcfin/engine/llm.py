@@ -130,6 +130,11 @@ class FinancialLLM:
         cur = getattr(self._manager, "_current", None)
         return None if cur is None else cur.backend.stats()
 
+    @property
+    def failure_hooks(self) -> list[Callable[[str], None]]:
+        """Called with the reason (from another thread) when the serving engine dies."""
+        return self._manager.recovery.hooks
+
     def recent_requests(self) -> list[RequestRecord]:
         """The most recent request records, oldest first."""
         return self._stats.recent()
