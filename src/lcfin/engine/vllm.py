@@ -276,6 +276,7 @@ class VLLMBackend:
             self._closed = True
         if self._watch is not None:
             self._watch.stop()
+            self._watch = None
         start = self._read_memory()
         try:
             self.engine.shutdown()

@@ -200,3 +200,4 @@ class EngineWatch:
     def stop(self) -> None:
         """Stop watching (the engine is being shut down on purpose)."""
         self._stop.set()
+        self._engine = None  # no reference kept to a closed engine
