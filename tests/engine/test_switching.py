@@ -33,6 +33,7 @@ from lcfin.errors import (
     ModelLoadFailed,
     ModelLoading,
 )
+from tests.backends import BackendUnderTest
 from tests.engine.conftest import RecordingLLM
 
 
@@ -101,9 +102,11 @@ def test_unknown_size_drains_on_a_gpu_only() -> None:
 GREEDY = SamplingParams(max_tokens=4, temperature=0.0)
 
 
-def manager(**kw: Any) -> ModelManager:
-    settings = Settings()
-    return ModelManager(settings, load_profile("cpu", settings.catalog), "transformers", **kw)
+def manager(backend: BackendUnderTest, **kw: Any) -> ModelManager:
+    settings = backend.settings()
+    return ModelManager(
+        settings, load_profile(backend.profile, settings.catalog), backend.kind, **kw
+    )
 
 
 async def generate_once(mgr: ModelManager) -> str:
@@ -121,17 +124,22 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(tiny_models):
-    mgr = manager()
+async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(
+    tiny_models, backend, load_gate
+):
+    mgr = manager(backend)
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
+        load_gate.close()  # the new model's load waits while the test looks
         task = asyncio.create_task(mgr.load(qwen))
         await wait_for(lambda: mgr.status().strategy is not None)
         st = mgr.status()
         assert (st.state, st.strategy, st.model) == ("loading", "blue_green", llama)
         assert await generate_once(mgr) == llama  # still serving
+        load_gate.open()
         await task
         assert (mgr.status().state, mgr.status().model, mgr.status().strategy) == (
             "ready",
@@ -142,9 +150,12 @@ async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(tiny
         mgr.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(tiny_models):
-    mgr = manager(strategy="drain_and_swap")
+async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(
+    tiny_models, backend
+):
+    mgr = manager(backend, strategy="drain_and_swap")
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
@@ -169,9 +180,10 @@ async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(
         mgr.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models):
-    mgr = manager(strategy="drain_and_swap", drain_timeout_s=0.05)
+async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models, backend):
+    mgr = manager(backend, strategy="drain_and_swap", drain_timeout_s=0.05)
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
@@ -183,7 +195,8 @@ async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models):
         mgr.close()
 
 
-def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models):
+@pytest.mark.any_backend
+def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models, backend):
     llm = make_llm("llama")
     qwen = str(tiny_models["qwen3"])
     llm.switch(qwen, switch_strategy="drain_and_swap")
@@ -194,9 +207,10 @@ def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models):
     assert info.value.param == "switch_strategy"
     assert llm.model == qwen
     with pytest.raises(InvalidParameter):
-        manager(strategy="sideways")
+        manager(backend, strategy="sideways")
 
 
+@pytest.mark.any_backend
 def test_failed_drain_and_swap_restores_the_previous_model(make_llm, tiny_models, tmp_path):
     llm = make_llm("llama")
     llama = str(tiny_models["llama"])

@@ -1,12 +1,11 @@
 """Profile + model -> vLLM engine arguments, for every shipped profile; and the pre-flight check.
 
-The mapping is pure, so it is tested here without vLLM; where vllm is importable, a contract test
-also builds the real `AsyncEngineArgs` from the arguments.
+The mapping is pure, so it is tested here without vLLM; in `nox -s vllm` (vLLM's CPU build) a
+contract test also builds the real `AsyncEngineArgs` from the arguments.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -314,8 +313,6 @@ def test_check_fits_returns_the_plan(settings: Settings) -> None:
 @pytest.mark.vllm
 @pytest.mark.parametrize("name", VLLM_PROFILES)
 def test_real_async_engine_args_accept_the_mapping(name: str, settings, tiny_models) -> None:
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed; mapping checked against VLLM-NOTES.md")
     from lcfin.engine.vllm import _vllm_api
 
     spec = spec_from_directory(tiny_models["llama"])
