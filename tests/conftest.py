@@ -116,6 +116,12 @@ def fresh_engines(_engines: EngineCache) -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def engine_cache(_engines: EngineCache) -> EngineCache:
+    """The session's engine cache: `with engine_cache.bypassed():` for a load of one's own."""
+    return _engines
+
+
 @pytest.fixture(scope="session")
 def llama_dir(tiny_models: dict[str, Path]) -> Path:
     """The tiny Llama model directory."""

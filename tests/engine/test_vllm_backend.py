@@ -73,12 +73,16 @@ def out(text, ids, finish=None, stop=None, prompt=(1, 2, 3), rid="r1") -> Reques
 class FakeModelConfig:
     """Stands in for `vllm.config.ModelConfig` (max_model_len, get_diff_sampling_param)."""
 
-    def __init__(self, max_model_len: int, diff: dict[str, Any]) -> None:
+    def __init__(self, max_model_len: int, diff: dict[str, Any], vocab_size: int = 0) -> None:
         self.max_model_len = max_model_len
         self._diff = diff
+        self.vocab_size = vocab_size
 
     def get_diff_sampling_param(self) -> dict[str, Any]:
         return dict(self._diff)
+
+    def get_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 class FakeAsyncLLM:
@@ -108,8 +112,12 @@ class FakeAsyncLLM:
 
     @classmethod
     def from_engine_args(cls, engine_args: Any, stat_loggers: Any = None) -> FakeAsyncLLM:
+        from transformers import AutoTokenizer
+
         max_len = engine_args.kwargs.get("max_model_len", 256)
-        engine = cls(max_model_len=max_len, args=engine_args)
+        tokenizer = AutoTokenizer.from_pretrained(engine_args.kwargs["tokenizer"])  # the real one
+        engine = cls(max_model_len=max_len, args=engine_args, tokenizer=tokenizer)
+        engine.model_config.vocab_size = len(tokenizer)
         engine.stat_loggers = stat_loggers
         return engine
 
@@ -254,7 +262,33 @@ def test_every_sampling_field_is_mapped() -> None:
         "include_stop_str_in_output": False,
         "logprobs": 3,
         "structured_outputs": {"json": {"type": "object"}},
+        "logit_bias": None,
     }
+
+
+def test_control_character_tokens_are_banned_under_a_json_format_only(tiny_models) -> None:
+    import math
+
+    from transformers import AutoTokenizer
+
+    from lcfin.engine.vllm_structured import control_token_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    banned = control_token_ids(tok, len(tok))
+    assert banned  # the byte-level vocabulary has "\n", "\t", ...
+    assert all(any(ord(c) < 0x20 for c in tok.decode([i])) for i in banned if tok.decode([i]))
+    fmt = {"type": "json_object"}
+    kw = sampling_kwargs(request(response_format=fmt), 100, banned)
+    assert kw["logit_bias"] == dict.fromkeys(banned, -math.inf)
+    assert sampling_kwargs(request(), 100, banned)["logit_bias"] is None  # free text: none
+
+
+def test_an_unenforceable_schema_keyword_is_refused_before_vllm() -> None:
+    schema = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    with pytest.raises(InvalidParameter, match="'not'") as info:
+        sampling_kwargs(request(response_format=fmt), 100)
+    assert info.value.param == "response_format"
 
 
 @pytest.mark.parametrize(("top_k", "expected"), [(0, 0), (-1, 0), (1, 1), (50, 50)])

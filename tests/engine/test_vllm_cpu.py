@@ -62,7 +62,7 @@ def test_the_demo_model_on_cpu_vllm_matches_the_plan_too(fresh_engines: None) ->
 
 
 def test_switching_closes_the_old_engine_off_the_loop_and_its_processes_end(
-    tiny_models: dict[str, Path], backend: BackendUnderTest, fresh_engines: None, monkeypatch
+    tiny_models: dict[str, Path], backend: BackendUnderTest, engine_cache: Any, monkeypatch
 ) -> None:
     import psutil
 
@@ -74,12 +74,13 @@ def test_switching_closes_the_old_engine_off_the_loop_and_its_processes_end(
         real_close(self)
 
     monkeypatch.setattr(VLLMBackend, "close", close)
-    llm = backend.llm(tiny_models["llama"])
+    with engine_cache.bypassed():  # an engine of its own, to be closed for real
+        llm = backend.llm(tiny_models["llama"])
     try:
         old = llm._manager._current.backend  # type: ignore[union-attr]
         pids = engine_pids(old)
         loop_thread = llm._loop._thread
-        llm.switch(str(tiny_models["qwen3"]))  # blue/green: both fit the RAM budget
+        llm.switch(str(tiny_models["qwen3"]))  # blue/green (both fit); qwen3's engine is shared
         assert llm.chat("What is EBITDA?", max_tokens=4, temperature=0).model == str(
             tiny_models["qwen3"]
         )

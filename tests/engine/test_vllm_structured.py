@@ -62,6 +62,15 @@ def test_logprobs_mapping_chosen_and_top_sorted() -> None:
     assert entry.top == (("A", -0.1), (" LCR", -0.5))
 
 
+def test_logprobs_leave_out_what_the_grammar_forbids_and_decode_each_token() -> None:
+    inf = float("-inf")
+    positions = [{5: Logprob(-0.5, 1, ""), 6: Logprob(inf, 2, "x"), 7: Logprob(-2.0, 3, "y")}]
+    comp = Comp("\ufffd", [5], positions)
+    (entry,) = logprobs_from_output(comp, 3, decode=lambda ids: f"<{ids[0]}>") or ()
+    assert (entry.token, entry.logprob) == ("<5>", -0.5)  # the tokenizer's text, not ""
+    assert entry.top == (("<5>", -0.5), ("<7>", -2.0))  # no -inf: JSON cannot carry it
+
+
 def test_logprobs_not_asked_or_absent() -> None:
     assert logprobs_from_output(Comp("x", [1]), 2) is None
     assert logprobs_from_output(Comp("x", [1], [{1: Logprob(-1.0)}]), None) is None

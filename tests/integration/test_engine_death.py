@@ -78,8 +78,8 @@ async def test_killing_the_engine_under_load(
 ) -> None:
     import lcfin.engine.recovery as recovery
 
-    # 3 s before the restart (1 s by default): the test sees `failed` however busy the machine
-    monkeypatch.setattr(recovery, "RESTART_BACKOFF_S", 3.0)
+    # 10 s before the restart (1 s by default): the test sees `failed` however busy the machine
+    monkeypatch.setattr(recovery, "RESTART_BACKOFF_S", 10.0)
     db = tmp_path / "usage.db"
     with live_server(
         tiny_models["llama"], tmp_path / "hf", backend, usage_db=str(db),

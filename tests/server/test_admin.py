@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from lcfin import list_models
+from tests.backends import BackendUnderTest
 from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT, LoadGate, Serve, Served, wait_loaded
 
@@ -33,7 +34,7 @@ async def load_model(served: Served, name: str, **kw: Any) -> httpx.Response:
 
 
 @pytest.mark.any_backend
-async def test_health_reports_the_served_model(server: Served):
+async def test_health_reports_the_served_model(server: Served, backend: BackendUnderTest):
     r = await server.client.get("/health")
 
     assert r.status_code == 200
@@ -41,8 +42,8 @@ async def test_health_reports_the_served_model(server: Served):
     assert body["status"] == "healthy"
     assert body["model_loaded"] is True
     assert body["current_model"] == server.model
-    assert body["backend"] == "transformers"
-    assert body["profile"] == "cpu"
+    assert body["backend"] == backend.kind
+    assert body["profile"] == backend.profile
     assert body["gpu_available"] is False
     assert isinstance(body["uptime"], int | float)
     assert body["uptime"] >= 0
@@ -113,7 +114,7 @@ async def test_models_lists_the_catalog_by_alias(server: Served):
 
 @pytest.mark.any_backend
 async def test_switch_model_in_the_background(
-    serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate
+    serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate, backend: BackendUnderTest
 ):
     server = await serve(allow_any_model=True)
     llama, qwen = server.model, str(tiny_models["qwen3"])
@@ -127,7 +128,7 @@ async def test_switch_model_in_the_background(
         "model_name": qwen,
         "display_name": "qwen3",
         "status": "loading_started",
-        "backend_type": "transformers",
+        "backend_type": backend.kind,
     }
     assert "qwen3" in r.json()["message"]
 

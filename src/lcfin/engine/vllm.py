@@ -51,7 +51,7 @@ from lcfin.engine.vllm_runtime import (
     stats_logger_factory,
     wait_for_release,
 )
-from lcfin.engine.vllm_structured import sampling_kwargs
+from lcfin.engine.vllm_structured import control_token_ids, sampling_kwargs
 from lcfin.errors import BackendUnavailable, ContextLengthExceeded, ModelLoadFailed
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class VLLMBackend:
         release_timeout_s: float = 60.0,
         load: EngineLoad | None = None,
         capacity: KvCapacity | None = None,
+        json_banned: tuple[int, ...] = (),
     ) -> None:
         self.engine: Any = engine
         self.model_id = model_id
@@ -100,6 +101,7 @@ class VLLMBackend:
         self.default_sampling = _generation_defaults(engine)
         #: vLLM's KV-cache size and max concurrency after the load, beside the plan's.
         self.capacity = capacity
+        self._json_banned = json_banned  # control-character tokens, banned in JSON
         self._make_sampling = make_sampling
         self._tokens_input = tokens_input
         self._held = held_bytes
@@ -155,6 +157,8 @@ class VLLMBackend:
         after = nvml_used_bytes()
         held = after - before if after is not None and before is not None else 0
         capacity = capacity_of(engine, plan)
+        tokenizer = engine.get_tokenizer()
+        banned = control_token_ids(tokenizer, int(engine.model_config.get_vocab_size()))
         log.info(
             "vLLM serves %s (%.1fs, %.1f GiB of GPU memory): %s",
             spec.name, time.monotonic() - started, held / 2**30, capacity.describe(),
@@ -167,6 +171,7 @@ class VLLMBackend:
             held_bytes=held,
             load=load,
             capacity=capacity,
+            json_banned=tuple(banned),
         )
 
     # -- generation ---------------------------------------------------------------------------
@@ -181,7 +186,8 @@ class VLLMBackend:
                 param="messages",
                 hint="shorten the prompt",
             )
-        params = self._make_sampling(**sampling_kwargs(request, self.max_model_len))
+        kwargs = sampling_kwargs(request, self.max_model_len, self._json_banned)
+        params = self._make_sampling(**kwargs)
         prompt = token_prompt(request.prompt_token_ids, request.prompt_text, self._tokens_input)
         return prompt, params
 
@@ -206,7 +212,9 @@ class VLLMBackend:
         done, first = False, True
         try:
             async for output in stream:
-                delta = delta_from_output(output, first=first, logprobs=logprobs)
+                delta = delta_from_output(
+                    output, first=first, logprobs=logprobs, decode=self._decode
+                )
                 first, done = False, delta.finish_reason is not None
                 yield delta
                 if done:
@@ -233,6 +241,9 @@ class VLLMBackend:
             await stream.aclose()
         except Exception as exc:
             log.debug("Closing the stream of %s failed: %s", engine_id, exc)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=False))
 
     def stats(self) -> BackendStats:
         """Unfinished requests (running + waiting), and the KV cache in use, per vLLM."""

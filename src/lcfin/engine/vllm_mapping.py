@@ -62,10 +62,17 @@ def finish_reason_of(reason: str | None, finished: bool) -> FinishReason | None:
     return FINISH_REASONS.get(reason, "stop")
 
 
-def delta_from_output(output: Any, *, first: bool, logprobs: int | None = None) -> Delta:
+def delta_from_output(
+    output: Any,
+    *,
+    first: bool,
+    logprobs: int | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+) -> Delta:
     """A `Delta` from one DELTA-kind `RequestOutput` (duck-typed: attribute names only).
 
-    `prompt_tokens` is set on the first output only, from `prompt_token_ids`.
+    `prompt_tokens` is set on the first output only, from `prompt_token_ids`; `decode` gives
+    the logprob tokens' texts (see `logprobs_from_output`).
     """
     outs = output.outputs
     comp = outs[0] if outs else None
@@ -77,7 +84,7 @@ def delta_from_output(output: Any, *, first: bool, logprobs: int | None = None) 
         finish_reason=reason,
         prompt_tokens=len(prompt) if first and prompt is not None else None,
         stop_reason=comp.stop_reason if comp is not None and reason else None,
-        logprobs=logprobs_from_output(comp, logprobs),
+        logprobs=logprobs_from_output(comp, logprobs, decode),
     )
 
 
