@@ -7,6 +7,7 @@ a second before the kill are therefore committed, whatever was in flight is allo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,9 +95,23 @@ class Server:
         pytest.fail("no request started running")
 
     def stop(self, sig: int) -> None:
+        children = _children(self.proc.pid)
         self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
         self.log.close()
+        if sig == signal.SIGKILL:  # vLLM's EngineCore and worker outlive a SIGKILLed parent
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of `pid`'s descendants (vLLM's engine processes), where psutil is installed."""
+    try:
+        import psutil  # comes with vLLM; the Transformers backend starts no processes
+    except ImportError:
+        return []
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
 
 
 def _rows(db: Path) -> list[tuple[str, str]]:
