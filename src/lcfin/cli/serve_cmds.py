@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -85,12 +87,30 @@ def serve(
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
     _log_plan(llm)
+    died = _exit_on_engine_death(llm, settings.on_engine_death == "exit")
     app = create_app(llm, settings)
     what = f"(profile {llm.profile.name}, backend {llm.backend_kind})"
     try:
         _run_draining(app, settings, f"{what}; loading {llm.initial_model} ...")
     finally:
         llm.close()
+    if died:
+        raise BackendUnavailable(
+            f"{died[0]}; exiting so that a supervisor restarts lcfin (LCFIN_ON_ENGINE_DEATH=exit)"
+        )
+
+
+def _exit_on_engine_death(llm: FinancialLLM, enabled: bool) -> list[str]:
+    """With LCFIN_ON_ENGINE_DEATH=exit: a dead engine stops the server (SIGTERM drains it)."""
+    died: list[str] = []
+    if enabled:
+
+        def stop(reason: str) -> None:
+            died.append(reason)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        llm.failure_hooks.append(stop)
+    return died
 
 
 def _serving_urls(sockets: list[Any]) -> list[str]:
@@ -110,8 +130,6 @@ def _run_draining(app: Any, settings: Settings, what: str) -> None:
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
     """
-    import signal
-
     import uvicorn
 
     from lcfin.server.app import uvicorn_options

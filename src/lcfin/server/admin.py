@@ -111,17 +111,20 @@ def _plan(llm: FinancialLLM, settings: Settings) -> dict[str, Any] | None:
 
 
 async def models(request: Request) -> Response:
-    """GET /models: current model, the catalog (alias -> repo id) and the planner's numbers."""
+    """GET /models: current model, the catalog, the planner's numbers and the engine's own."""
     from lcfin import list_models
 
     settings: Settings = request.app.state.settings
     llm: FinancialLLM = request.app.state.llm
     specs = list_models(settings.catalog)
+    st = llm.status()
     return JSONResponse(
         {
-            "current_model": llm.status().model,
+            "current_model": st.model,
             "available_models": {alias: spec.repo_id for alias, spec in specs.items()},
             "plan": await asyncio.to_thread(_plan, llm, settings),
+            # the engine's own KV-cache size and max concurrency beside the planner's
+            "kv_cache": st.kv_cache,
         }
     )
 
