@@ -92,7 +92,7 @@ def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
     assert kw["trust_remote_code"] is False
     assert kw["served_model_name"] == "llama3.1-70b"
     assert "block_size" not in kw  # 16: vLLM chooses
-    assert "enable_sleep_mode" not in kw
+    assert ("enable_sleep_mode" in kw) is prof.is_gpu  # LCFIN_SLEEP_MODE=auto: CUDA GPUs only
     assert "language_model_only" not in kw
     for key, value in EXPECTED.get(name, {}).items():
         assert kw[key] == value, key

@@ -301,15 +301,38 @@ class VLLMBackend:
             count = getattr(getattr(self.engine, "output_processor", None), name, None)
         return BackendStats(running=int(count()) if callable(count) else 0)
 
-    # -- sleep mode (engines built with enable_sleep_mode=True) -------------------------------
+    # -- sleep mode (engines built with enable_sleep_mode=True; the warm tier, engine/warm.py) --
+
+    @property
+    def can_sleep(self) -> bool:
+        """Whether the engine was built with vLLM's sleep mode (checked before any sleep)."""
+        config = getattr(self.engine, "model_config", None)
+        return not self._closed and bool(getattr(config, "enable_sleep_mode", False))
 
     async def sleep(self, level: int = 1) -> None:
-        """Free the GPU: level 1 moves the weights to CPU RAM, level 2 discards them."""
+        """Free the GPU: level 1 moves the weights to CPU RAM, level 2 discards them.
+
+        Raises:
+            BackendUnavailable: the engine was built without sleep mode (or is closed).
+        """
+        if not self.can_sleep:
+            raise BackendUnavailable(
+                f"The vLLM engine of {self.model_id} cannot sleep: it was built without sleep mode",
+                hint="set LCFIN_SLEEP_MODE=auto (CUDA GPUs) and load the model again",
+            )
+        before = self._read_memory()
         await self.engine.sleep(level)
+        after = self._read_memory()
+        if before is not None and after is not None:  # what close() must wait for shrinks
+            self._held = max(0, self._held - max(0, before - after))
 
     async def wake_up(self) -> None:
         """Bring a sleeping engine back onto the GPU."""
+        before = self._read_memory()
         await self.engine.wake_up()
+        after = self._read_memory()
+        if before is not None and after is not None:
+            self._held += max(0, after - before)
 
     # -- shutdown -------------------------------------------------------------------------------
 
