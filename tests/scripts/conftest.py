@@ -36,3 +36,10 @@ def common() -> ModuleType:
 def gpu_check() -> ModuleType:
     """scripts/gpu_check.py."""
     return load_script("gpu_check")
+
+
+@pytest.fixture(scope="session")
+def kv() -> ModuleType:
+    """scripts/gpucheck_kv.py."""
+    load_script("gpu_check")  # puts scripts/ on sys.path
+    return load_script("gpucheck_kv")
