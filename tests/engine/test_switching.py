@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import threading
 from typing import Any, ClassVar
 
 import pytest
@@ -32,7 +33,7 @@ from lcfin.errors import (
     ModelLoadFailed,
     ModelLoading,
 )
-from tests.engine.test_vllm_backend import FakeAsyncLLM, install_fake_vllm
+from tests.engine.conftest import RecordingLLM
 
 
 def corrupt_copy(src, dst):
@@ -230,29 +231,6 @@ def test_when_the_restore_fails_too_both_reasons_are_reported(make_llm, tiny_mod
 # -- the vLLM path over the stand-in engine ------------------------------------------------------
 
 
-class RecordingLLM(FakeAsyncLLM):
-    """The stand-in AsyncLLM, logging when engines start and stop."""
-
-    events: ClassVar[list[str]] = []
-
-    @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
-        cls.events.append(f"start {engine_args.kwargs['served_model_name']}")
-        return super().from_engine_args(engine_args)
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        self.events.append(f"stop {self.args.kwargs['served_model_name']}")
-        super().shutdown(timeout)
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    install_fake_vllm(monkeypatch)
-    sys.modules["vllm.v1.engine.async_llm"].AsyncLLM = RecordingLLM  # type: ignore[attr-defined]
-    RecordingLLM.events = []
-    return RecordingLLM.events
-
-
 def vllm_manager(profile: str = "scw-l40s") -> ModelManager:
     settings = Settings()
     return ModelManager(settings, load_profile(profile, settings.catalog), "vllm")
@@ -296,5 +274,38 @@ async def test_vllm_refuses_a_model_that_cannot_fit_before_unloading(fake_vllm, 
         st = mgr.status()
         assert (st.state, st.model) == ("failed", llama)
         assert "does not fit" in (st.error or "")
+    finally:
+        mgr.close()
+
+
+class ThreadRecordingLLM(RecordingLLM):
+    """The stand-in AsyncLLM, noting which thread each shutdown ran in."""
+
+    threads: ClassVar[list[threading.Thread]] = []
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.threads.append(threading.current_thread())
+        super().shutdown(timeout)
+
+
+@pytest.mark.asyncio
+async def test_engines_close_off_the_event_loop(fake_vllm, tiny_models):
+    # A vLLM shutdown blocks for seconds: neither a blue/green swap nor the end of a retired
+    # model's last request may run it on the serving loop.
+    sys.modules["vllm.v1.engine.async_llm"].AsyncLLM = ThreadRecordingLLM  # type: ignore[attr-defined]
+    ThreadRecordingLLM.threads = []
+    loop_thread = threading.current_thread()
+    mgr = vllm_manager()
+    llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
+    try:
+        await mgr.load(llama, gpu_memory_utilization=0.45)
+        await mgr.load(qwen, gpu_memory_utilization=0.45)  # blue/green, old one idle
+        assert fake_vllm[-1] == f"stop {llama}"  # closed before the switch returned
+        async with mgr.lease():  # a request on qwen while llama comes back
+            await mgr.load(llama, gpu_memory_utilization=0.45)
+            assert fake_vllm[-1] == f"start {llama}"  # qwen is busy: not closed yet
+        await wait_for(lambda: fake_vllm[-1] == f"stop {qwen}")  # its last request ended
+        assert len(ThreadRecordingLLM.threads) == 2
+        assert loop_thread not in ThreadRecordingLLM.threads
     finally:
         mgr.close()

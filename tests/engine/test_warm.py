@@ -30,6 +30,7 @@ from lcfin.engine.warm import (
     sleep_mode_for,
 )
 from lcfin.errors import InvalidParameter
+from tests.engine.test_switching import wait_for
 from tests.engine.test_vllm_backend import FakeAsyncLLM, backend_over, install_fake_vllm
 
 L40S = load_profile("scw-l40s")
@@ -150,11 +151,11 @@ class SleepyLLM(FakeAsyncLLM):
     fail_start: ClassVar[set[str]] = set()
 
     @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
+    def from_engine_args(cls, engine_args: Any, stat_loggers: Any = None) -> FakeAsyncLLM:
         name = str(engine_args.kwargs["served_model_name"]).rsplit("/", 1)[-1]
         if name in cls.fail_start:
             raise RuntimeError("CUDA out of memory while allocating the KV cache")
-        engine = super().from_engine_args(engine_args)
+        engine = super().from_engine_args(engine_args, stat_loggers)
         engine.model_config.enable_sleep_mode = engine_args.kwargs.get("enable_sleep_mode", False)  # type: ignore[attr-defined]
         cls.events.append(f"start {cls._name(engine)}")
         return engine
@@ -168,6 +169,8 @@ class SleepyLLM(FakeAsyncLLM):
         self.events.append(f"sleep{level} {self._name(self)}")
 
     async def wake_up(self, tags: list[str] | None = None) -> None:
+        if getattr(self, "errored", False):  # vLLM's client: a dead EngineCore answers nothing
+            raise RuntimeError("EngineDeadError: EngineCore encountered an issue")
         if SleepyLLM.fail_wake:
             SleepyLLM.fail_wake = False
             raise RuntimeError("EngineCore died while asleep")
@@ -332,6 +335,7 @@ async def test_blue_green_parks_the_old_engine_once_it_is_idle(events, paths):
         async with mgr.lease():  # busy when the next switch completes: closed after it, not parked
             await mgr.load(b, gpu_memory_utilization=0.45)
             assert mgr.status().last_switch["previous_went"] == "closing"  # type: ignore[index]
+        await wait_for(lambda: len(events) > 6)  # the lease closes it in a thread of its own
         assert events[5:] == ["wake qwen3", "stop llama"]
     finally:
         mgr.close()
@@ -356,3 +360,25 @@ async def test_sleeping_shrinks_the_memory_close_waits_for() -> None:
     assert backend._held == 2**30  # what close() still has to see released
     await backend.wake_up()
     assert backend._held == 20 * 2**30
+
+
+@pytest.mark.asyncio
+async def test_a_woken_engine_is_watched_again_and_a_sleepers_death_goes_unreported(events, paths):
+    mgr = vllm_manager(on_engine_death="exit")  # reported, not restarted: nothing else moves
+    a, b = paths["llama"], paths["qwen3"]
+    try:
+        await mgr.load(a)
+        sleeper = mgr._current
+        await mgr.load(b)
+        assert sleeper is not None
+        sleeper.backend.engine.errored = True  # dies while asleep: not serving, not reported
+        await mgr.load(a)  # the wake fails, so a fresh engine loads
+        assert events[-2:] == ["stop llama", "start llama"]
+        assert mgr.status().engine_deaths == 0
+        await mgr.load(b)  # b was parked, and is woken now
+        assert mgr.status().last_switch["source"] == "woken"  # type: ignore[index]
+        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        await wait_for(lambda: mgr.status().engine_deaths == 1)  # the woken one is watched
+        assert "died" in (mgr.status().error or "")
+    finally:
+        mgr.close()

@@ -81,7 +81,8 @@ def profiles(json_out: JsonOpt = False) -> None:
         gpu = (p.gpu_name or "GPU").removeprefix("NVIDIA ").split()[0]
         gpus = f"{p.gpu_count}x {gpu}" if p.gpu_count else "none"
         table.add_row(
-            p.name, p.backend, gpus, f"{p.gpu_memory_utilization:.2f}", str(p.max_model_len),
+            p.name, p.backend, gpus, f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
+            str(p.max_model_len),
             str(p.enforce_eager), str(p.disable_custom_all_reduce), p.dtype,
             str(p.tensor_parallel_size), f"{p.hourly_cost_usd:.2f}",
         )  # fmt: skip

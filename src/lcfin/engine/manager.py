@@ -12,6 +12,8 @@ instantly), and a switch, whose strategy the planner decides (`engine/switching.
 Either way a failed load leaves the previous model serving and reports `failed` with the reason.
 A model switched away from sleeps in the warm tier (vLLM sleep mode, `engine/warm.py`) when it
 can, and a switch back to it wakes it instead of loading it again.
+An engine that dies under a loaded model is reported and restarted by `engine/recovery.py`.
+Closing an engine can block for seconds (a vLLM shutdown), so it never runs on an event loop.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lcfin.engine.backend import InferenceBackend, load_backend
+from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
 from lcfin.engine.warm import WarmTier
@@ -88,6 +91,10 @@ class ModelStatus:
     #: The last completed load: model, previous, strategy, source ('loaded' or 'woken'),
     #: previous_went ('slept', 'closed', or 'closing' after its last request), seconds.
     last_switch: dict[str, Any] | None = None
+    #: Engines that died under a loaded model since start (each one restarted or not).
+    engine_deaths: int = 0
+    #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
+    kv_cache: dict[str, Any] | None = None
 
     @property
     def serving(self) -> bool:
@@ -137,6 +144,7 @@ class ModelManager:
         self._loading_since = 0.0
         self._warm = WarmTier(settings.warm_models, profile)
         self._last_switch: dict[str, Any] | None = None
+        self.recovery = Recovery(self)
 
     def status(self) -> ModelStatus:
         """The current state (idle / loading / ready / failed)."""
@@ -164,6 +172,8 @@ class ModelManager:
             strategy=self._switching if self._loading else None,
             sleeping=self._warm.names(),
             last_switch=self._last_switch,
+            engine_deaths=self.recovery.deaths,
+            kv_cache=_capacity(cur),
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -184,6 +194,7 @@ class ModelManager:
                 return False
             self._loading, self._error = spec.name, None
             self._loading_since = time.monotonic()
+            self.recovery.supersede()  # a dead model's restart yields to this load
             return True
 
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
@@ -296,10 +307,7 @@ class ModelManager:
         old.retired, self._current = True, None
         if old.active:
             log.warning("Drain timed out: closing %s with %d requests", old.spec.name, old.active)
-            await asyncio.to_thread(old.backend.close)
-            record["previous_went"] = "closed"
-        else:
-            record["previous_went"] = await self._warm.release(old, next_gib)
+        record["previous_went"] = await self._warm.release(old, next_gib)
         try:
             backend, record["source"] = await self._bring_up(spec, overrides)
         except Exception as exc:
@@ -328,6 +336,7 @@ class ModelManager:
             footprint_gib=old.footprint_gib,
             weights_gib=old.weights_gib,
         )
+        self.recovery.watch(self._current)
 
     def _swap(self, new: LoadedModel) -> LoadedModel | None:
         """Make `new` current; the previous model if it is idle (to release), else None.
@@ -335,6 +344,7 @@ class ModelManager:
         A busy previous model closes after its last request (see `lease`).
         """
         old, self._current = self._current, new
+        self.recovery.watch(new)
         log.info("Now serving %s (%s)", new.spec.name, new.backend.name)
         if old is None:
             return None
@@ -358,6 +368,11 @@ class ModelManager:
         if cur is None or self._draining:
             if self._loading is not None:
                 raise ModelLoading(f"Model {self._loading} is loading", retry_after=5)
+            if self.recovery.pending is not None:  # its engine died; a restart may follow
+                raise BackendUnavailable(
+                    self._error or "The engine has died",
+                    hint="retry shortly: GET /health says when the model serves again",
+                )
             raise BackendUnavailable(
                 "No model is loaded"
                 + (f": the last load failed ({self._error})" if self._error else ""),
@@ -375,14 +390,30 @@ class ModelManager:
         finally:
             cur.active -= 1
             if cur.retired and cur.active == 0:
-                cur.backend.close()
+                _close_soon(cur)
 
     def close(self) -> None:
-        """Close the current backend (in-flight requests end) and every sleeping one."""
+        """Close the current backend (in-flight requests end) and every sleeping one.
+
+        Blocking, so not on an event loop.
+        """
+        self.recovery.stop()
         cur, self._current = self._current, None
         if cur is not None:
             cur.backend.close()
         self._warm.close()
+
+
+def _close_soon(model: LoadedModel) -> None:
+    """Close a retired model's backend in a thread: its last request ends on an event loop."""
+    threading.Thread(
+        target=model.backend.close, name=f"lcfin-close-{model.spec.name}"[:60], daemon=True
+    ).start()
+
+
+def _capacity(model: LoadedModel | None) -> dict[str, Any] | None:
+    capacity = getattr(model.backend, "capacity", None) if model is not None else None
+    return capacity.to_dict() if capacity is not None else None
 
 
 def _check_strategy(value: str) -> str:

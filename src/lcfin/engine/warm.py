@@ -273,8 +273,8 @@ class WarmTier:
         return reason
 
     async def release(self, old: LoadedModel, next_gib: float | None) -> str:
-        """Put an idle `old` to sleep here, or close it: 'slept' or 'closed'."""
-        if await self.park(old, next_gib):
+        """Put `old` to sleep here if it is idle, else close it: 'slept' or 'closed'."""
+        if old.active == 0 and await self.park(old, next_gib):  # never with requests in flight
             return "slept"
         await asyncio.to_thread(old.backend.close)  # returns once the memory is released
         return "closed"
