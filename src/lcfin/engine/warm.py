@@ -238,8 +238,9 @@ class WarmTier:
         least recently parked first.
         """
         reason = await self._refusal(model, next_gib)
-        if reason is not None:
-            log.info("Not keeping %s warm: %s", model.spec.name, reason)
+        if reason is not None:  # INFO only where a sleep could have happened (RAM, GPU room)
+            level = logging.INFO if can_sleep(model.backend) and self.capacity else logging.DEBUG
+            log.log(level, "Not keeping %s warm: %s", model.spec.name, reason)
             return False
         started = time.monotonic()
         try:
