@@ -103,6 +103,25 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the lcfin loggers.")
 
+    # -- model switching (docs/switching.md) ---------------------------------------------------
+    sleep_mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Build vLLM engines with sleep mode, so that a model switched away from can sleep "
+            "in host RAM (the warm tier): auto = on CUDA GPU profiles only, where vLLM supports "
+            "it; on (refused without a GPU); off."
+        ),
+    )
+    warm_models: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description=(
+            "Models kept asleep in the warm tier (vLLM sleep mode, level 1: weights in host "
+            "RAM, woken in seconds instead of reloaded) when host RAM allows; 0 turns it off."
+        ),
+    )
+
     # -- server ------------------------------------------------------------------------------
     host: str = Field(
         "127.0.0.1",
@@ -272,6 +291,8 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.use_vllm is True and self.backend == "transformers":
             raise ValueError("USE_VLLM=true contradicts LCFIN_BACKEND=transformers")
+        if self.sleep_mode == "on" and self.profile_name == "cpu":
+            raise ValueError("LCFIN_SLEEP_MODE=on needs a CUDA GPU; the 'cpu' profile has none")
         return self
 
     @property

@@ -120,7 +120,7 @@ def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
         assert "block_size" not in kw  # 16: vLLM chooses
     else:
         assert kw["block_size"] == prof.block_size
-    assert "enable_sleep_mode" not in kw
+    assert ("enable_sleep_mode" in kw) is prof.is_gpu  # LCFIN_SLEEP_MODE=auto: CUDA GPUs only
     assert "language_model_only" not in kw
     for key, value in EXPECTED.get(name, {}).items():
         assert kw[key] == value, key

@@ -620,6 +620,7 @@ def test_wait_for_release_gives_up_after_the_timeout() -> None:
 @pytest.mark.asyncio
 async def test_sleep_and_wake_up_reach_the_engine() -> None:
     engine = FakeAsyncLLM()
+    engine.model_config.enable_sleep_mode = True  # type: ignore[attr-defined]  # built for it
     backend = backend_over(engine)
     await backend.sleep(1)
     assert engine.slept == 1

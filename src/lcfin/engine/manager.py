@@ -10,6 +10,8 @@ instantly), and a switch, whose strategy the planner decides (`engine/switching.
   then the new one loads. If that load fails, the previous model is loaded again (restored).
 
 Either way a failed load leaves the previous model serving and reports `failed` with the reason.
+A model switched away from sleeps in the warm tier (vLLM sleep mode, `engine/warm.py`) when it
+can, and a switch back to it wakes it instead of loading it again.
 An engine that dies under a loaded model is reported and restarted by `engine/recovery.py`.
 Closing an engine can block for seconds (a vLLM shutdown), so it never runs on an event loop.
 """
@@ -29,6 +31,7 @@ from lcfin.engine.backend import InferenceBackend, load_backend
 from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
+from lcfin.engine.warm import WarmTier
 from lcfin.errors import (
     BackendUnavailable,
     InvalidParameter,
@@ -40,6 +43,7 @@ from lcfin.errors import (
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
+    from lcfin.engine.planner import MemoryPlan
     from lcfin.engine.profiles import HardwareProfile
 
 __all__ = ["LoadedModel", "ModelManager", "ModelStatus"]
@@ -62,6 +66,8 @@ class LoadedModel:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
     footprint_gib: float | None = None
+    #: Its weights per GPU in GiB, from the planner (what a sleeper keeps in host RAM).
+    weights_gib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,11 @@ class ModelStatus:
     error: str | None = None
     #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
     strategy: str | None = None
+    #: Models asleep in the warm tier, least recently used first.
+    sleeping: tuple[str, ...] = ()
+    #: The last completed load: model, previous, strategy, source ('loaded' or 'woken'),
+    #: previous_went ('slept', 'closed', or 'closing' after its last request), seconds.
+    last_switch: dict[str, Any] | None = None
     #: Engines that died under a loaded model since start (each one restarted or not).
     engine_deaths: int = 0
     #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
@@ -131,6 +142,8 @@ class ModelManager:
         self._draining = False
         self._lock = threading.Lock()
         self._loading_since = 0.0
+        self._warm = WarmTier(settings.warm_models, profile)
+        self._last_switch: dict[str, Any] | None = None
         self.recovery = Recovery(self)
 
     def status(self) -> ModelStatus:
@@ -157,6 +170,8 @@ class ModelManager:
             else None,
             error=self._error,
             strategy=self._switching if self._loading else None,
+            sleeping=self._warm.names(),
+            last_switch=self._last_switch,
             engine_deaths=self.recovery.deaths,
             kv_cache=_capacity(cur),
         )
@@ -185,6 +200,9 @@ class ModelManager:
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Load `name` and make it current; reuse it if it is already current.
 
+        A model asleep in the warm tier is woken instead of loaded; the model switched away
+        from sleeps there when it can (see `engine/warm.py`), else it is closed.
+
         Args:
             **overrides: backend load options; `switch_strategy='blue_green' |
                 'drain_and_swap'` forces how this switch proceeds.
@@ -202,15 +220,17 @@ class ModelManager:
         spec = name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
         if not self._claim(spec, reuse=not overrides):
             return spec
-        started = time.monotonic()
+        started, old = time.monotonic(), self._current
+        record: dict[str, Any] = {"model": spec.name, "previous": old.spec.name if old else None}
+        self._warm.reserve(spec, overrides)
         try:
-            footprint = await self._preflight(spec, overrides)
-            self._switching = self._strategy_for(spec, footprint, forced)
-            old = self._current
+            plan = await self._preflight(spec, overrides)
+            footprint = None if plan is None else footprint_gib(plan, self.backend_kind)
+            record["strategy"] = self._switching = self._strategy_for(spec, footprint, forced)
             if self._switching == "drain_and_swap" and old is not None:
-                backend = await self._drain_and_load(old, spec, overrides)
+                backend = await self._drain_and_load(old, spec, overrides, footprint, record)
             else:
-                backend = await self._load_backend(spec, overrides)
+                backend, record["source"] = await self._bring_up(spec, overrides)
         except LcfinError as exc:
             self._error = str(exc)
             raise
@@ -219,22 +239,26 @@ class ModelManager:
             raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
         finally:
             self._loading, self._switching, self._draining = None, None, False
+            self._warm.unreserve()
         elapsed = time.monotonic() - started
-        await self._swap(
-            LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
-        )
+        new = LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
+        new.weights_gib = None if plan is None else plan.weights_gib
+        idle = self._swap(new)
+        if idle is not None:  # blue/green: the old model is idle, so it can sleep now
+            record["previous_went"] = await self._warm.release(idle, footprint)
+        elif old is not None and "previous_went" not in record:
+            record["previous_went"] = "closing"  # after its last request (see lease)
+        self._last_switch = {**record, "seconds": round(time.monotonic() - started, 3)}
         return spec
 
-    async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> float | None:
-        """The new model's footprint; for vLLM, refuse a model that cannot fit before unloading."""
+    async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> MemoryPlan | None:
+        """The new model's plan; for vLLM, refuse a model that cannot fit before unloading."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
-        if plan is None:
-            return None
-        if self.backend_kind == "vllm" and not plan.fits:
+        if plan is not None and self.backend_kind == "vllm" and not plan.fits:
             from lcfin.engine.vllm_args import does_not_fit
 
             raise does_not_fit(plan)
-        return footprint_gib(plan, self.backend_kind)
+        return plan
 
     def _strategy_for(
         self, spec: ModelSpec, footprint: float | None, forced: str | None
@@ -257,31 +281,46 @@ class ModelManager:
             load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
         )
 
+    async def _bring_up(
+        self, spec: ModelSpec, overrides: dict[str, Any]
+    ) -> tuple[InferenceBackend, str]:
+        """Wake `spec` from the warm tier, else load it: the backend and 'woken' or 'loaded'."""
+        return await self._warm.bring_up(spec, overrides, self._load_backend)
+
     async def _drain_and_load(
-        self, old: LoadedModel, spec: ModelSpec, overrides: dict[str, Any]
+        self,
+        old: LoadedModel,
+        spec: ModelSpec,
+        overrides: dict[str, Any],
+        next_gib: float | None,
+        record: dict[str, Any],
     ) -> InferenceBackend:
-        """Stop admitting, let in-flight requests end, close `old`, load `spec` (or restore)."""
+        """Stop admitting, let in-flight requests end, release `old`, bring up `spec`.
+
+        If that fails, `old` comes back (woken, or loaded again).
+        """
         self._draining = True
         deadline = time.monotonic() + self.drain_timeout_s
         # Polled, not an asyncio.Event: leases may run on other event loops (the sync API's).
         while old.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        old.retired, self._current = True, None
         if old.active:
             log.warning("Drain timed out: closing %s with %d requests", old.spec.name, old.active)
-        old.retired, self._current = True, None
-        await asyncio.to_thread(old.backend.close)  # returns once the memory is released
+        record["previous_went"] = await self._warm.release(old, next_gib)
         try:
-            return await self._load_backend(spec, overrides)
+            backend, record["source"] = await self._bring_up(spec, overrides)
         except Exception as exc:
             await self._restore(old, exc)
             raise
+        return backend
 
     async def _restore(self, old: LoadedModel, cause: Exception) -> None:
-        """Load `old` again after a failed drain-and-swap."""
+        """Bring `old` back (woken, or loaded again) after a failed drain-and-swap."""
         log.warning("Loading failed (%s); restoring %s", cause, old.spec.name)
         started = time.monotonic()
         try:
-            backend = await self._load_backend(old.spec, old.overrides)
+            backend, _ = await self._bring_up(old.spec, old.overrides)
         except Exception as again:
             log.error("Restoring %s failed too: %s", old.spec.name, again)
             raise ModelLoadFailed(
@@ -295,17 +334,22 @@ class ModelManager:
             time.monotonic() - started,
             overrides=old.overrides,
             footprint_gib=old.footprint_gib,
+            weights_gib=old.weights_gib,
         )
         self.recovery.watch(self._current)
 
-    async def _swap(self, new: LoadedModel) -> None:
+    def _swap(self, new: LoadedModel) -> LoadedModel | None:
+        """Make `new` current; the previous model if it is idle (to release), else None.
+
+        A busy previous model closes after its last request (see `lease`).
+        """
         old, self._current = self._current, new
         self.recovery.watch(new)
         log.info("Now serving %s (%s)", new.spec.name, new.backend.name)
-        if old is not None:
-            old.retired = True
-            if old.active == 0:  # off the loop: a vLLM shutdown takes seconds
-                await asyncio.to_thread(old.backend.close)
+        if old is None:
+            return None
+        old.retired = True
+        return old if old.active == 0 else None
 
     @property
     def capacity(self) -> int:
@@ -353,11 +397,15 @@ class ModelManager:
                 _close_soon(cur)
 
     def close(self) -> None:
-        """Close the current backend (in-flight requests end); blocking, so not on a loop."""
+        """Close the current backend (in-flight requests end) and every sleeping one.
+
+        Blocking, so not on an event loop.
+        """
         self.recovery.stop()
         cur, self._current = self._current, None
         if cur is not None:
             cur.backend.close()
+        self._warm.close()
 
 
 def _close_soon(model: LoadedModel) -> None:

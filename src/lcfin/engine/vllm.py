@@ -268,13 +268,45 @@ class VLLMBackend:
         if self._watch is None and not self._closed:
             self._watch = EngineWatch(self.engine, on_death)
 
+    # -- sleep mode (engines built with enable_sleep_mode=True; the warm tier, engine/warm.py) --
+
+    @property
+    def can_sleep(self) -> bool:
+        """Whether the engine was built with vLLM's sleep mode (checked before any sleep)."""
+        config = getattr(self.engine, "model_config", None)
+        return not self._closed and bool(getattr(config, "enable_sleep_mode", False))
+
     async def sleep(self, level: int = 1) -> None:
-        """Free the GPU: level 1 moves the weights to CPU RAM, level 2 discards them."""
+        """Free the GPU: level 1 moves the weights to CPU RAM, level 2 discards them.
+
+        The death watch stops: a sleeper is not serving, and whoever wakes it watches it again.
+
+        Raises:
+            BackendUnavailable: the engine was built without sleep mode (or is closed).
+        """
+        if not self.can_sleep:
+            raise BackendUnavailable(
+                f"The vLLM engine of {self.model_id} cannot sleep: it was built without sleep mode",
+                hint="set LCFIN_SLEEP_MODE=auto (CUDA GPUs) and load the model again",
+            )
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+        before = self._read_memory()
         await self._home.call(self.engine.sleep(level))
+        after = self._read_memory()
+        if before is not None and after is not None:  # what close() must wait for shrinks
+            self._held = max(0, self._held - max(0, before - after))
 
     async def wake_up(self) -> None:
         """Bring a sleeping engine back onto the GPU."""
+        before = self._read_memory()
         await self._home.call(self.engine.wake_up())
+        after = self._read_memory()
+        if before is not None and after is not None:
+            self._held += max(0, after - before)
+
+    # -- shutdown -------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Shut the engine down (in-flight requests end) and wait until its GPU memory is free.

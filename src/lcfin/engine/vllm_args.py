@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from lcfin.engine.profiles import HardwareProfile
+from lcfin.engine.warm import sleep_mode_for
 from lcfin.errors import DoesNotFit, InvalidParameter
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def engine_args(
     settings: Settings,
     *,
     model_dir: Path | None = None,
-    enable_sleep_mode: bool = False,
+    enable_sleep_mode: bool | None = None,
     language_model_only: bool | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -159,13 +160,15 @@ def engine_args(
     Args:
         model_dir: the downloaded snapshot; `model` and `tokenizer` point at it (see the module
             docstring). Without it, the model's bundled/local directory or its repo id.
-        enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode).
+        enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode, the warm
+            tier); default: `settings.sleep_mode` (`auto`: on CUDA GPU profiles).
         language_model_only: skip a vision tower; default: detected from the config.json.
         **overrides: profile fields (`max_model_len`, `gpu_memory_utilization`, ...); any other
             key is passed to vLLM as is (e.g. `kv_cache_dtype="fp8"`, `quantization`).
 
     Raises:
-        InvalidParameter: an override is invalid or reserved (`hf_token`, `model`, ...).
+        InvalidParameter: an override is invalid or reserved (`hf_token`, `model`, ...), or
+            sleep mode is asked for on a profile without a CUDA GPU.
     """
     prof = effective_profile(profile, overrides)
     extra = {k: v for k, v in overrides.items() if k not in PROFILE_OVERRIDES}
@@ -208,6 +211,10 @@ def engine_args(
         language_model_only = is_multimodal_checkpoint(source)
     if language_model_only:
         kwargs["language_model_only"] = True
+    if enable_sleep_mode is None:
+        enable_sleep_mode = sleep_mode_for(settings.sleep_mode, prof)
+    elif enable_sleep_mode:
+        sleep_mode_for("on", prof)  # refused without a CUDA GPU
     if enable_sleep_mode:
         kwargs["enable_sleep_mode"] = True
     return {**kwargs, **extra}
