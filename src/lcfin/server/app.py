@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
-from lcfin.server import admin, analytics, docs, openai
+from lcfin.server import admin, analytics, docs, openai, responses_api
 from lcfin.server.context import RequestIdMiddleware, current_request_id
 from lcfin.server.ratelimit import Limits, RateLimiter, RateLimitMiddleware
 from lcfin.server.security import AuthMiddleware, BodyLimitMiddleware
@@ -162,7 +162,13 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
             await asyncio.to_thread(telemetry.close)
 
     app = Starlette(
-        routes=[*openai.routes(), *admin.routes(), *analytics.routes(), *docs.routes()],
+        routes=[
+            *openai.routes(),
+            *responses_api.routes(),
+            *admin.routes(),
+            *analytics.routes(),
+            *docs.routes(),
+        ],
         middleware=_middleware(settings, limiter),
         exception_handlers={
             LcfinError: _lcfin_error,

@@ -1,0 +1,348 @@
+"""The Responses API's request, `CreateResponse` (named as in OpenAI's spec), and its conversion.
+
+Data only (S5): the model validates the body, refuses by name what lcfin does not implement
+(`check_supported`), and turns itself into the core's parameters: chat messages from
+`instructions` and the input items (`core_messages`), and sampling, tools and output format
+(`core_kwargs`). The input items it understands:
+
+    {"role": "user" | "system" | "developer" | "assistant", "content": str | [text parts]}
+    {"type": "message", ...}                      the same, as the spec's item (or our output)
+    {"type": "function_call", "call_id", "name", "arguments"}   a call the model made
+    {"type": "function_call_output", "call_id", "output"}      its result
+
+Text parts are `input_text` and `output_text`; images, files, audio and every other item type
+are a 400 naming the item. Consecutive calls after an assistant message join that message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lcfin.errors import InvalidParameter
+from lcfin.server.limits import check_text
+
+__all__ = ["CreateResponse", "TextFormat", "TextParam"]
+
+#: The include value that asks for logprobs; the others name outputs lcfin never produces.
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+_TEXT_PARTS = ("input_text", "output_text")
+_METADATA_LIMITS = (16, 64, 512)  # pairs, key length, value length (the spec's Metadata)
+#: Fields refused unless null (or false/empty): what each would need that lcfin does not have.
+_REFUSED = {
+    "background": "background responses",
+    "conversation": "the Conversations API (use previous_response_id)",
+    "prompt": "stored prompt templates",
+    "context_management": "server-side context compaction",
+    "moderation": "moderation",
+}
+
+
+def _bad(message: str, param: str) -> InvalidParameter:
+    return InvalidParameter(message, param=param)
+
+
+class _Request(BaseModel):
+    """Unknown fields pass (clients send many); known ones must have the right type."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class TextFormat(_Request):
+    """`text.format`: plain text, any JSON object, or JSON under a schema."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    def to_response_format(self) -> dict[str, Any] | None:
+        """The core's (chat's) `response_format`; None for plain text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        if self.json_schema is None:
+            raise _bad("text.format.schema is required with type json_schema", "text.format.schema")
+        spec: dict[str, Any] = {"name": self.name or "output", "schema": self.json_schema}
+        if self.strict is not None:
+            spec["strict"] = self.strict
+        return {"type": "json_schema", "json_schema": spec}
+
+
+class TextParam(_Request):
+    """`text`: the output format; `verbosity` is accepted and ignored (a hint)."""
+
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class CreateResponse(_Request):
+    """POST /v1/responses."""
+
+    model: str
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=16)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    text: TextParam | None = None
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    include: list[str] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    truncation: Literal["auto", "disabled"] | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    reasoning: dict[str, Any] | None = None
+    background: bool | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+    context_management: list[Any] | None = None
+    moderation: dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        """Refuse, by name, fields whose behaviour lcfin does not implement.
+
+        Raises:
+            InvalidParameter: naming the field in `param`.
+        """
+        for name, what in _REFUSED.items():
+            if getattr(self, name) not in (None, False, []):
+                raise _bad(f"{name} is not supported by lcfin ({what}); omit it", name)
+        self._check_reasoning()
+        if self.input is None or self.input == []:
+            raise _bad("input is required (a string or a list of items)", "input")
+        if not self.stream and self.stream_options is not None:
+            raise _bad("stream_options is only allowed with stream=true", "stream_options")
+        self._check_metadata()
+        self._check_tools()
+
+    def _check_reasoning(self) -> None:
+        for key, value in (self.reasoning or {}).items():
+            if value is not None and (key, value) != ("effort", "none"):
+                raise _bad(
+                    f"reasoning.{key} is not supported by lcfin: its models have no reasoning "
+                    "effort or summaries; omit reasoning",
+                    f"reasoning.{key}",
+                )
+
+    def _check_metadata(self) -> None:
+        pairs, key_len, value_len = _METADATA_LIMITS
+        meta = self.metadata or {}
+        if len(meta) > pairs:
+            raise _bad(f"metadata holds at most {pairs} pairs, got {len(meta)}", "metadata")
+        for key, value in meta.items():
+            if len(key) > key_len or len(value) > value_len:
+                raise _bad(
+                    f"metadata keys are at most {key_len} characters, values {value_len}",
+                    f"metadata.{key[:key_len]}",
+                )
+
+    def _check_tools(self) -> None:
+        for i, tool in enumerate(self.tools or []):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind != "function":
+                raise _bad(
+                    f"tools[{i}]: tool type {kind!r} is not supported by lcfin (built-in tools "
+                    "such as web search are not available); use function tools",
+                    f"tools[{i}].type",
+                )
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise _bad(f"tools[{i}].name must be a non-empty string", f"tools[{i}].name")
+            params = tool.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise _bad(
+                    f"tools[{i}].parameters must be a JSON Schema object",
+                    f"tools[{i}].parameters",
+                )
+
+    # -- conversion to the core's parameters ----------------------------------------------------
+
+    @property
+    def parallel(self) -> bool:
+        """Whether several function calls may come back (the spec's default: true)."""
+        return self.parallel_tool_calls is not False
+
+    @property
+    def logprobs(self) -> int | None:
+        """How many alternatives per token to return with logprobs; None: no logprobs."""
+        if self.top_logprobs is None and LOGPROBS_INCLUDE not in (self.include or []):
+            return None
+        return self.top_logprobs or 0
+
+    @property
+    def tools_enabled(self) -> bool:
+        """Whether the reply is parsed for function calls (then it arrives whole at the end)."""
+        return bool(self.core_tools()) and self.core_tool_choice() != "none"
+
+    def core_tools(self) -> list[dict[str, Any]] | None:
+        """The function tools in the core's (chat's) shape, limited by `allowed_tools`."""
+        allowed = self._allowed_names()
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    k: t[k] for k in ("name", "description", "parameters") if t.get(k) is not None
+                },
+            }
+            for t in self.tools or []
+            if allowed is None or t["name"] in allowed
+        ]
+        return tools or None
+
+    def _allowed_names(self) -> set[str] | None:
+        choice = self.tool_choice
+        if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+            return None
+        names = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        return {n for n in names if isinstance(n, str)}
+
+    def core_tool_choice(self) -> str | dict[str, Any] | None:
+        """`tool_choice` in the core's shape (a named function: {"function": {"name": ...}}).
+
+        Raises:
+            InvalidParameter: a choice other than none/auto/required, a function or allowed_tools.
+        """
+        choice = self.tool_choice
+        if choice is None or choice in ("none", "auto", "required"):
+            return choice
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if isinstance(choice, dict) and kind == "function" and isinstance(choice.get("name"), str):
+            return {"type": "function", "function": {"name": choice["name"]}}
+        if isinstance(choice, dict) and kind == "allowed_tools":
+            mode = choice.get("mode", "auto")
+            if mode in ("auto", "required") and self._allowed_names():
+                return str(mode)
+        raise _bad(
+            "tool_choice must be none, auto, required, {'type': 'function', 'name': ...} or "
+            "{'type': 'allowed_tools', 'mode': 'auto' | 'required', 'tools': [...]}; built-in "
+            "tools are not supported by lcfin",
+            "tool_choice",
+        )
+
+    def core_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `FinancialLLM.astream_events` (besides messages)."""
+        fmt = self.text.format if self.text and self.text.format else None
+        values = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "response_format": fmt.to_response_format() if fmt else None,
+            "logprobs": self.logprobs,
+            "tools": self.core_tools(),
+            "tool_choice": self.core_tool_choice(),
+        }
+        # max_tokens None: as many as the context allows (no limit, as the spec's default)
+        return {
+            "max_tokens": self.max_output_tokens,
+            **{k: v for k, v in values.items() if v is not None},
+        }
+
+    def input_items(self) -> list[Any]:
+        """The input as a list of items (a string is one user message)."""
+        if isinstance(self.input, str):
+            return [{"role": "user", "content": self.input}]
+        return list(self.input or [])
+
+    def core_messages(self, history: list[Any], max_messages: int) -> list[dict[str, Any]]:
+        """Chat messages: `instructions` as the system message, `history`, then the input.
+
+        `history` holds the items of the previous response's conversation (when
+        `previous_response_id` is given), already validated when they were stored.
+
+        Raises:
+            InvalidParameter: an item lcfin cannot use, naming it (`input[2].type`), or more
+                than `max_messages` items.
+        """
+        items = self.input_items()
+        if len(history) + len(items) > max_messages:
+            raise _bad(
+                f"At most {max_messages} input items are allowed (previous response's "
+                f"included), got {len(history) + len(items)}",
+                "input",
+            )
+        out: list[dict[str, Any]] = []
+        if self.instructions:
+            check_text(self.instructions, "instructions")
+            out.append({"role": "system", "content": self.instructions})
+        names: dict[str, str] = {}
+        for i, item in enumerate(history):
+            _add_item(out, item, f"previous_response_id (item {i})", names)
+        for i, item in enumerate(items):
+            _add_item(out, item, f"input[{i}]", names)
+        return out
+
+
+def _text(content: object, param: str) -> str:
+    if isinstance(content, str):
+        check_text(content, param)
+        return content
+    if not isinstance(content, list):
+        raise _bad(f"{param} must be a string or a list of text parts", param)
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
+            raise _bad(
+                f"{param}[{j}]: only text parts (input_text, output_text) are supported by "
+                f"lcfin, got {kind!r}",
+                f"{param}[{j}].type",
+            )
+        check_text(part["text"], f"{param}[{j}].text")
+        parts.append(part["text"])
+    return "".join(parts)
+
+
+def _string(item: dict[str, Any], key: str, param: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or (key != "arguments" and not value):
+        raise _bad(f"{param}.{key} must be a non-empty string", f"{param}.{key}")
+    return value
+
+
+def _add_item(out: list[dict[str, Any]], item: object, param: str, names: dict[str, str]) -> None:
+    """Append the chat message(s) one input item stands for."""
+    if not isinstance(item, dict):
+        raise _bad(f"{param} must be an object", param)
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = _ROLES.get(str(item.get("role")))
+        if role is None:
+            raise _bad(
+                f"{param}.role must be user, assistant, system or developer", f"{param}.role"
+            )
+        out.append({"role": role, "content": _text(item.get("content"), f"{param}.content")})
+    elif kind == "function_call":
+        call_id, name = _string(item, "call_id", param), _string(item, "name", param)
+        arguments = _string(item, "arguments", param)
+        names[call_id] = name
+        call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        last = out[-1] if out else None
+        if last is not None and last["role"] == "assistant":
+            last["tool_calls"] = [*last.get("tool_calls", []), call]
+        else:
+            out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+    elif kind == "function_call_output":
+        call_id = _string(item, "call_id", param)
+        result: dict[str, Any] = {"role": "tool", "tool_call_id": call_id}
+        if call_id in names:
+            result["name"] = names[call_id]
+        out.append({**result, "content": _text(item.get("output"), f"{param}.output")})
+    else:
+        raise _bad(
+            f"{param}.type {kind!r} is not supported by lcfin (message, function_call and "
+            "function_call_output items are)",
+            f"{param}.type",
+        )
