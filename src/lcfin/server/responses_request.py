@@ -84,30 +84,66 @@ class CreateResponse(_Request):
     """POST /v1/responses."""
 
     model: str
-    input: str | list[Any] | None = None
-    instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=16)
+    input: str | list[Any] | None = Field(
+        None, description="A string (one user message) or a list of message/function items."
+    )
+    instructions: str | None = Field(
+        None, description="The system message; not carried over by previous_response_id."
+    )
+    max_output_tokens: int | None = Field(
+        None, ge=16, description="Default: as many as the context allows."
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     text: TextParam | None = None
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    store: bool | None = None
+    tools: list[Any] | None = Field(
+        None, description="Function tools only; built-in tool types are a 400."
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="none, auto, required, a named function, or allowed_tools."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="false keeps only the first function call of a reply."
+    )
+    store: bool | None = Field(
+        None,
+        description=(
+            "Keep the response for GET and previous_response_id (default: true when the "
+            "server keeps responses, see LCFIN_RESPONSE_STORE)."
+        ),
+    )
     previous_response_id: str | None = None
     stream: bool | None = None
-    stream_options: dict[str, Any] | None = None
-    include: list[str] | None = None
+    stream_options: dict[str, Any] | None = Field(
+        None, description="Only with stream=true; include_obfuscation is ignored."
+    )
+    include: list[str] | None = Field(
+        None,
+        description=(
+            "message.output_text.logprobs returns logprobs; other values name outputs lcfin "
+            "never produces and are ignored."
+        ),
+    )
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    truncation: Literal["auto", "disabled"] | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
-    reasoning: dict[str, Any] | None = None
-    background: bool | None = None
-    conversation: str | dict[str, Any] | None = None
-    prompt: dict[str, Any] | None = None
-    context_management: list[Any] | None = None
-    moderation: dict[str, Any] | None = None
+    truncation: Literal["auto", "disabled"] | None = Field(
+        None, description="auto drops the oldest turns to fit the context; default disabled."
+    )
+    metadata: dict[str, str] | None = Field(
+        None, description="Up to 16 pairs, echoed in the response."
+    )
+    user: str | None = Field(None, description="Echoed; not used otherwise.")
+    reasoning: dict[str, Any] | None = Field(
+        None, description="Refused unless null (or effort none): no reasoning models."
+    )
+    background: bool | None = Field(None, description="Refused when true.")
+    conversation: str | dict[str, Any] | None = Field(
+        None, description="Refused unless null: use previous_response_id."
+    )
+    prompt: dict[str, Any] | None = Field(
+        None, description="Refused unless null: no stored prompt templates."
+    )
+    context_management: list[Any] | None = Field(None, description="Refused unless null.")
+    moderation: dict[str, Any] | None = Field(None, description="Refused unless null.")
 
     def check_supported(self) -> None:
         """Refuse, by name, fields whose behaviour lcfin does not implement.
@@ -256,7 +292,8 @@ class CreateResponse(_Request):
         """Chat messages: `instructions` as the system message, `history`, then the input.
 
         `history` holds the items of the previous response's conversation (when
-        `previous_response_id` is given), already validated when they were stored.
+        `previous_response_id` is given): validated when they were stored, and holding the
+        model's own output, so their characters are not checked again.
 
         Raises:
             InvalidParameter: an item lcfin cannot use, naming it (`input[2].type`), or more
@@ -274,16 +311,17 @@ class CreateResponse(_Request):
             check_text(self.instructions, "instructions")
             out.append({"role": "system", "content": self.instructions})
         names: dict[str, str] = {}
-        for i, item in enumerate(history):
-            _add_item(out, item, f"previous_response_id (item {i})", names)
+        for item in history:
+            _add_item(out, item, "previous_response_id", names, checked=False)
         for i, item in enumerate(items):
             _add_item(out, item, f"input[{i}]", names)
         return out
 
 
-def _text(content: object, param: str) -> str:
+def _text(content: object, param: str, checked: bool = True) -> str:
     if isinstance(content, str):
-        check_text(content, param)
+        if checked:
+            check_text(content, param)
         return content
     if not isinstance(content, list):
         raise _bad(f"{param} must be a string or a list of text parts", param)
@@ -296,7 +334,8 @@ def _text(content: object, param: str) -> str:
                 f"lcfin, got {kind!r}",
                 f"{param}[{j}].type",
             )
-        check_text(part["text"], f"{param}[{j}].text")
+        if checked:
+            check_text(part["text"], f"{param}[{j}].text")
         parts.append(part["text"])
     return "".join(parts)
 
@@ -308,8 +347,15 @@ def _string(item: dict[str, Any], key: str, param: str) -> str:
     return value
 
 
-def _add_item(out: list[dict[str, Any]], item: object, param: str, names: dict[str, str]) -> None:
-    """Append the chat message(s) one input item stands for."""
+def _add_item(
+    out: list[dict[str, Any]],
+    item: object,
+    param: str,
+    names: dict[str, str],
+    checked: bool = True,
+) -> None:
+    """Append the chat message(s) one input item stands for (`checked`: refuse control
+    characters in its text, see limits.py)."""
     if not isinstance(item, dict):
         raise _bad(f"{param} must be an object", param)
     kind = item.get("type", "message")
@@ -319,7 +365,8 @@ def _add_item(out: list[dict[str, Any]], item: object, param: str, names: dict[s
             raise _bad(
                 f"{param}.role must be user, assistant, system or developer", f"{param}.role"
             )
-        out.append({"role": role, "content": _text(item.get("content"), f"{param}.content")})
+        content = _text(item.get("content"), f"{param}.content", checked)
+        out.append({"role": role, "content": content})
     elif kind == "function_call":
         call_id, name = _string(item, "call_id", param), _string(item, "name", param)
         arguments = _string(item, "arguments", param)
@@ -339,7 +386,7 @@ def _add_item(out: list[dict[str, Any]], item: object, param: str, names: dict[s
         result: dict[str, Any] = {"role": "tool", "tool_call_id": call_id}
         if call_id in names:
             result["name"] = names[call_id]
-        out.append({**result, "content": _text(item.get("output"), f"{param}.output")})
+        out.append({**result, "content": _text(item.get("output"), f"{param}.output", checked)})
     else:
         raise _bad(
             f"{param}.type {kind!r} is not supported by lcfin (message, function_call and "
