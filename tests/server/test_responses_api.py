@@ -7,6 +7,9 @@ down. Every body and event is validated against OpenAI's published schemas.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +273,29 @@ async def test_a_streamed_response_is_stored_before_its_last_event(server: Serve
         **final,
         "usage": {k: v for k, v in final["usage"].items() if k != "cost_usd"},
     }
+
+
+async def test_stored_in_the_ledgers_database_for_the_ttl(serve: Serve, tmp_path: Path):
+    db = tmp_path / "usage.db"
+    server = await serve(usage_db=str(db), response_store_ttl_s=60)
+    telemetry = server.app.state.telemetry
+    assert telemetry.responses.store is telemetry.ledger.store  # one database
+    assert telemetry.responses.maintain in telemetry.ledger.maintenance  # purged by its writer
+    now = [time.time()]
+    telemetry.responses.clock = lambda: now[0]  # the test moves the store's clock by hand
+
+    body = ok(await respond(server))
+    path = f"/v1/responses/{body['id']}"
+    ok(await server.client.get(path))
+    with closing(sqlite3.connect(db)) as conn:  # read with plain sqlite3, not through lcfin
+        rows = conn.execute("SELECT id, owner, expires_at - created_at FROM responses").fetchall()
+    assert rows == [(body["id"], "", 60.0)]
+
+    now[0] += 61
+    error(await server.client.get(path), 404)
+    telemetry.responses.maintain(now[0])
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM responses").fetchone() == (0,)
 
 
 async def test_store_false_keeps_nothing(server: Served):

@@ -16,8 +16,8 @@ How a `Completion` ends a response:
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -47,8 +47,8 @@ ABORTED = (
 
 
 def new_item_id(prefix: str) -> str:
-    """An id for a response ("resp") or an output item ("msg")."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """An id for a response ("resp") or an output item ("msg"): 128 random bits, unguessable."""
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 def _bytes(token: str) -> list[int]:
