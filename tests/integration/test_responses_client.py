@@ -6,8 +6,10 @@ those over backends runs these on each. Texts are compared with the library's ow
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import httpx
@@ -226,3 +228,36 @@ def test_every_streamed_event_on_the_wire_is_valid(live: LiveServer):
         assert_valid(event, "ResponseStreamEvent")
     assert events[-1]["type"] == "response.completed"
     assert_valid(events[-1]["response"], "Response")
+
+
+@pytest.mark.asyncio
+async def test_a_client_leaving_mid_stream_aborts_the_generation(live: LiveServer):
+    long_text = {"type": "object", "properties": {"text": {"type": "string", "minLength": 400}},
+                 "required": ["text"], "additionalProperties": False}  # fmt: skip
+    body = {
+        "model": live.model, "input": PROMPT, "stream": True, "max_output_tokens": 200,
+        "text": {"format": {"type": "json_schema", "name": "Long", "schema": long_text}},
+    }  # the grammar makes the reply at least 400 characters long  # fmt: skip
+    async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as http:
+        async with http.stream("POST", "/responses", json=body) as r:
+            data = [line async for line in _until_first_delta(r)]
+        response_id = json.loads(data[0])["response"]["id"]
+        # The stream was closed after its first delta: the server must stop generating.
+        after = {"model": live.model, "input": "x", "max_output_tokens": N}
+        assert (await http.post("/responses", json=after)).status_code == 200
+
+        deadline = time.monotonic() + 10
+        while not (found := [r for r in live.llm.recent_requests() if r.request_id == response_id]):
+            assert time.monotonic() < deadline, "the generation never ended"
+            await asyncio.sleep(0.01)
+        assert found[0].finish_reason == "abort" and found[0].completion_tokens < 200
+        stored = await http.get(f"/responses/{response_id}")
+    assert stored.status_code == 404  # a response its client left is not stored
+
+
+async def _until_first_delta(r: httpx.Response) -> AsyncIterator[str]:
+    async for line in r.aiter_lines():
+        if line.startswith("data: "):
+            yield line.removeprefix("data: ")
+            if '"response.output_text.delta"' in line:
+                return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT, Serve, Served
+from tests.telemetry.conftest import POSTGRES_URL, postgres_schema  # read at import, as there
 
 pytestmark = pytest.mark.asyncio
 
@@ -242,7 +244,7 @@ async def test_truncation_auto_drops_the_oldest_turns(server: Served):
     refused = await respond(server, input=turns)
     fitted = await respond(server, input=turns, truncation="auto")
 
-    assert error(refused, 400)["code"] == "context_length_exceeded"
+    assert error(refused, 400, "input")["code"] == "context_length_exceeded"
     assert ok(fitted)["truncation"] == "auto"
 
 
@@ -330,6 +332,34 @@ async def test_another_key_cannot_read_delete_or_continue_a_response(serve: Serv
     error(await server.client.get(path), 401)  # no key at all
     assert ok(await server.client.get(path, headers=alice)) == body  # still there for alice
     ok(await respond(server, headers=alice, previous_response_id=body["id"]))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def usage_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh PostgreSQL schema when LCFIN_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "usage.db")
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set LCFIN_TEST_POSTGRES_URL to a PostgreSQL database (.ci/run does)")
+    with postgres_schema(POSTGRES_URL) as url:
+        yield url
+
+
+async def test_state_on_each_database(serve: Serve, usage_db: str):
+    server = await serve(usage_db=usage_db, api_keys="sk-alice-1,sk-bob-2")
+    alice, bob = ({"Authorization": f"Bearer {k}"} for k in ("sk-alice-1", "sk-bob-2"))
+    first = ok(await respond(server, headers=alice, input="What is CET1?"))
+    path = f"/v1/responses/{first['id']}"
+
+    assert ok(await server.client.get(path, headers=alice)) == first
+    error(await server.client.get(path, headers=bob), 404)
+    second = ok(await respond(server, headers=alice, input="And AT1?",
+                              previous_response_id=first["id"]))  # fmt: skip
+    assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+    assert (await server.client.delete(path, headers=alice)).status_code == 200
+    error(await server.client.get(path, headers=alice), 404)
+    ok(await server.client.get(f"/v1/responses/{second['id']}", headers=alice))
 
 
 async def test_without_keys_each_bearer_token_is_its_own_scope(server: Served):
@@ -470,6 +500,8 @@ async def test_rate_limits_apply_to_creating_only(serve: Serve):
         ({"previous_response_id": "resp_unknown"}, 404, "previous_response_id"),
         ({"tool_choice": "required"}, 400, "tool_choice"),
         ({"input": "nul \x00 inside"}, 400, "input[0].content"),
+        ({"max_output_tokens": 5000}, 400, "max_output_tokens"),  # past the context
+        ({"top_p": 0}, 400, "top_p"),
     ],
 )  # fmt: skip
 async def test_refusals_name_the_field(

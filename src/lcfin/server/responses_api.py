@@ -10,10 +10,11 @@ before the answer or the stream's last event, and belong to the caller's API key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response as HTTPResponse, StreamingResponse
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/responses"
 Event = Delta | Completion
+#: The core's (chat's) parameter names -> this API's, for the `param` of its errors.
+_PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format"}
 
 
 @dataclass
@@ -53,11 +56,22 @@ class _Call:
     store: ResponseStore | None
     owner: str | None
 
-    def events(self) -> AsyncIterator[Event]:
-        return self.llm.astream_events(
-            self.messages, truncate=self.req.truncation == "auto", endpoint=ENDPOINT,
-            request_id=self.response.id, **self.kwargs,
+    async def events(self) -> AsyncIterator[Event]:
+        """The core's events; its parameter errors name this API's fields (`input`, ...)."""
+        events = cast(  # an async generator, typed as an iterator by the core
+            "AsyncGenerator[Event, None]",
+            self.llm.astream_events(
+                self.messages, truncate=self.req.truncation == "auto", endpoint=ENDPOINT,
+                request_id=self.response.id, **self.kwargs,
+            ),
         )  # fmt: skip
+        async with contextlib.aclosing(events):  # closing this closes (aborts) the generation
+            try:
+                async for event in events:
+                    yield event
+            except InvalidParameter as exc:
+                exc.param = _PARAMS.get(exc.param or "", exc.param)
+                raise
 
     async def save(self, final: Response) -> None:
         """Store `final` when asked to; a database failure is logged, not the client's."""
