@@ -525,3 +525,20 @@ async def test_retrieving_as_a_stream_is_refused(server: Served):
 
     r = await server.client.get(f"/v1/responses/{body['id']}", params={"stream": "true"})
     error(r, 400, "stream")
+
+
+async def test_ids_are_data_not_sql(server: Served):
+    body = ok(await respond(server))
+
+    for forged in ("' OR '1'='1", f"{body['id']}' --", "%", body["id"].upper()):
+        error(await server.client.get(f"/v1/responses/{forged}"), 404)
+        error(await server.client.delete(f"/v1/responses/{forged}"), 404)
+    ok(await server.client.get(f"/v1/responses/{body['id']}"))  # untouched
+
+
+async def test_too_many_items_or_too_large_a_body(serve: Serve):
+    server = await serve(max_messages=4, max_body_bytes=20_000)
+
+    items = [{"role": "user", "content": "x"}] * 5
+    error(await respond(server, input=items), 400, "input")
+    error(await respond(server, input="x" * 30_000), 413)
