@@ -81,7 +81,11 @@ class Settings(BaseSettings):
         description="Model cache root; /data/.huggingface when /data is writable (seed HF_HOME).",
     )
     backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="Inference backend: auto (vLLM on a CUDA GPU), transformers or vllm."
+        "auto",
+        description=(
+            "Inference backend: auto (vLLM where the profile prefers it and it can run: a CUDA "
+            "GPU, or vLLM's CPU build on the cpu-vllm profile), transformers or vllm."
+        ),
     )
     catalog: Path | None = Field(
         None, description="A user TOML file whose [models.*] and [profiles.*] extend the catalog."
@@ -153,6 +157,14 @@ class Settings(BaseSettings):
     max_messages: int = Field(
         1024, gt=0, description="Most messages one chat request may carry (400 above)."
     )
+    on_engine_death: Literal["restart", "exit"] = Field(
+        "restart",
+        description=(
+            "When the engine process dies (vLLM's EngineCore): 'restart' reloads the model in "
+            "this process with backoff (1 s, doubling to 60 s); 'exit' makes `lcfin serve` exit "
+            "with code 6 so that a supervisor restarts it. Meanwhile /health says failed."
+        ),
+    )
     rate_limits: str = Field(
         "",
         description=(
@@ -211,8 +223,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.use_vllm is True and self.profile_name == "cpu":
-            raise ValueError("USE_VLLM=true contradicts the 'cpu' profile; unset one of them")
         if self.use_vllm is True and self.backend == "transformers":
             raise ValueError("USE_VLLM=true contradicts LCFIN_BACKEND=transformers")
         return self

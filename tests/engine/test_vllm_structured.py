@@ -45,11 +45,11 @@ def test_no_format_no_structured_outputs() -> None:
 
 def test_json_object_and_schema() -> None:
     obj = SamplingParams(response_format={"type": "json_object"})
-    assert structured_outputs_kwargs(obj) == {"json_object": True, "disable_any_whitespace": True}
+    assert structured_outputs_kwargs(obj) == {"json_object": True}
     schema = {"type": "object", "properties": {"lcr": {"type": "number"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     kw = structured_outputs_kwargs(SamplingParams(response_format=fmt))
-    assert kw == {"json": schema, "disable_any_whitespace": True}
+    assert kw == {"json": schema}
 
 
 def test_logprobs_mapping_chosen_and_top_sorted() -> None:

@@ -32,6 +32,7 @@ async def load_model(served: Served, name: str, **kw: Any) -> httpx.Response:
 # -- health ---------------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_health_reports_the_served_model(server: Served):
     r = await server.client.get("/health")
 
@@ -49,6 +50,7 @@ async def test_health_reports_the_served_model(server: Served):
     assert body["version"]
 
 
+@pytest.mark.any_backend
 async def test_ready_is_200_when_a_model_serves(server: Served):
     r = await server.client.get("/health/ready")
 
@@ -94,6 +96,7 @@ async def test_chat_without_a_model_is_503_backend_unavailable(serve: Serve):
 # -- /models --------------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_models_lists_the_catalog_by_alias(server: Served):
     r = await server.client.get("/models")
 
@@ -108,6 +111,7 @@ async def test_models_lists_the_catalog_by_alias(server: Served):
 # -- /load-model ----------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_switch_model_in_the_background(
     serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate
 ):
@@ -176,6 +180,7 @@ async def test_switch_back_with_a_json_body(serve: Serve, tiny_models: dict[str,
     assert server.llm.model == llama
 
 
+@pytest.mark.any_backend
 async def test_failed_load_keeps_the_old_model_serving(
     serve: Serve, tiny_models: dict[str, Path], tmp_path: Path
 ):
@@ -225,6 +230,7 @@ async def test_load_model_needs_a_model_name(server: Served):
 # -- /inference -----------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_inference_answers_like_chat(server: Served):
     chat = (await server.chat(max_tokens=5, temperature=0.0)).json()
 

@@ -41,6 +41,7 @@ def flush(server: Served) -> None:
     assert server.app.state.telemetry.ledger.flush()
 
 
+@pytest.mark.any_backend
 async def test_n_concurrent_requests_make_exactly_n_rows(serve: Serve, tmp_path: Path):
     db = tmp_path / "usage.db"
     server = await serve(usage_db=str(db))
@@ -69,6 +70,7 @@ async def test_n_concurrent_requests_make_exactly_n_rows(serve: Serve, tmp_path:
     assert len({r["id"] for r in rows.values()}) == n
 
 
+@pytest.mark.any_backend
 async def test_every_endpoint_is_recorded_and_metrics_match_the_ledger(serve: Serve, tmp_path):
     server = await serve(usage_db=str(tmp_path / "usage.db"))
     c = server.client

@@ -87,6 +87,7 @@ def test_registries_are_per_instance() -> None:
     assert parse(b).get("lcfin:requests_total", {}) == {}
 
 
+@pytest.mark.any_backend
 def test_serving_gauges_read_the_model(shared_llm: Any) -> None:
     metrics = Metrics(shared_llm)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -79,6 +81,7 @@ def serve(
         "Serving on http://%s:%d/v1 (profile %s, backend %s); loading %s ...",
         shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
     )  # fmt: skip
+    died = _exit_on_engine_death(llm, settings.on_engine_death == "exit")
     app = create_app(llm, settings)
     config = uvicorn.Config(
         app,
@@ -91,6 +94,23 @@ def serve(
         _run_draining(config)
     finally:
         llm.close()
+    if died:
+        raise BackendUnavailable(
+            f"{died[0]}; exiting so that a supervisor restarts lcfin (LCFIN_ON_ENGINE_DEATH=exit)"
+        )
+
+
+def _exit_on_engine_death(llm: FinancialLLM, enabled: bool) -> list[str]:
+    """With LCFIN_ON_ENGINE_DEATH=exit: a dead engine stops the server (SIGTERM drains it)."""
+    died: list[str] = []
+    if enabled:
+
+        def stop(reason: str) -> None:
+            died.append(reason)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        llm.failure_hooks.append(stop)
+    return died
 
 
 def _run_draining(config: Any) -> None:
@@ -99,8 +119,6 @@ def _run_draining(config: Any) -> None:
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
     """
-    import signal
-
     import uvicorn
 
     class DrainingServer(uvicorn.Server):

@@ -12,8 +12,8 @@ from lcfin.engine.aio import LoopThread, with_deadline
 from lcfin.engine.backend import BackendStats, select_backend
 from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
-from lcfin.engine.profiles import HardwareProfile, load_profile
-from lcfin.engine.registry import ModelSpec
+from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
+from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
 from lcfin.engine.tools import check_tools, forced_call_format, tools_enabled, with_tool_calls
 from lcfin.engine.types import (
@@ -27,7 +27,7 @@ from lcfin.engine.types import (
     Usage,
     new_request_id,
 )
-from lcfin.errors import InvalidParameter, RequestTimeout
+from lcfin.errors import InvalidParameter, LcfinError, RequestTimeout
 from lcfin.telemetry.costs import Prices
 from lcfin.telemetry.meter import Accounting, RecordLabels, RequestMeter
 from lcfin.telemetry.records import RequestRecord, StatsCollector
@@ -74,8 +74,12 @@ class FinancialLLM:
     ) -> None:
         self.settings = settings or get_settings()
         name = self.settings.profile_name if profile == "auto" else profile
-        self.profile = load_profile(name, self.settings.catalog)
-        kind = select_backend(backend, self.profile, self.settings)
+        catalog = self.settings.catalog
+        self.profile = load_profile(name, catalog)
+        #: The model loaded at start (or to load later with `aswitch`, when load=False).
+        self.initial_model = model or self.settings.default_model or default_model_for(self.profile)
+        kind = select_backend(backend, self.profile, self.settings, _spec_or_none(self))
+        self.profile = profile_for_backend(self.profile, kind, catalog)
         self._manager = ModelManager(self.settings, self.profile, kind)
         self._loop = LoopThread()
         self._stats = StatsCollector()
@@ -83,8 +87,6 @@ class FinancialLLM:
         self._accounting = Accounting(audit=self.settings.audit)
         #: Called with each `RequestRecord` (the server's ledger and metrics are hooks).
         self.record_hooks: list[Callable[[RequestRecord], None]] = []
-        #: The model loaded at start (or to load later with `aswitch`, when load=False).
-        self.initial_model = model or self.settings.default_model or default_model_for(self.profile)
         if load:
             try:
                 self._loop.run(self._manager.load(self.initial_model, **overrides))
@@ -127,6 +129,11 @@ class FinancialLLM:
         # see #7: ModelManager has no public accessor for the serving backend yet
         cur = getattr(self._manager, "_current", None)
         return None if cur is None else cur.backend.stats()
+
+    @property
+    def failure_hooks(self) -> list[Callable[[str], None]]:
+        """Called with the reason (from another thread) when the serving engine dies."""
+        return self._manager.recovery.hooks
 
     def recent_requests(self) -> list[RequestRecord]:
         """The most recent request records, oldest first."""
@@ -375,6 +382,14 @@ class FinancialLLM:
             except Exception:  # a broken hook must not fail the request
                 log.exception("Record hook %r failed", hook)
         return record
+
+
+def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:
+    """The initial model's spec for backend selection; None if it does not resolve (yet)."""
+    try:
+        return get_model(llm.initial_model, llm.settings.catalog)
+    except LcfinError:  # the load reports it, with its own error
+        return None
 
 
 def _question(question: str, system: str | None) -> list[Message]:

@@ -10,6 +10,8 @@ instantly), and a switch, whose strategy the planner decides (`engine/switching.
   then the new one loads. If that load fails, the previous model is loaded again (restored).
 
 Either way a failed load leaves the previous model serving and reports `failed` with the reason.
+An engine that dies under a loaded model is reported and restarted by `engine/recovery.py`.
+Closing an engine can block for seconds (a vLLM shutdown), so it never runs on an event loop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lcfin.engine.backend import InferenceBackend, load_backend
+from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
 from lcfin.errors import (
@@ -77,6 +80,10 @@ class ModelStatus:
     error: str | None = None
     #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
     strategy: str | None = None
+    #: Engines that died under a loaded model since start (each one restarted or not).
+    engine_deaths: int = 0
+    #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
+    kv_cache: dict[str, Any] | None = None
 
     @property
     def serving(self) -> bool:
@@ -124,6 +131,7 @@ class ModelManager:
         self._draining = False
         self._lock = threading.Lock()
         self._loading_since = 0.0
+        self.recovery = Recovery(self)
 
     def status(self) -> ModelStatus:
         """The current state (idle / loading / ready / failed)."""
@@ -149,6 +157,8 @@ class ModelManager:
             else None,
             error=self._error,
             strategy=self._switching if self._loading else None,
+            engine_deaths=self.recovery.deaths,
+            kv_cache=_capacity(cur),
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -169,6 +179,7 @@ class ModelManager:
                 return False
             self._loading, self._error = spec.name, None
             self._loading_since = time.monotonic()
+            self.recovery.supersede()  # a dead model's restart yields to this load
             return True
 
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
@@ -209,7 +220,7 @@ class ModelManager:
         finally:
             self._loading, self._switching, self._draining = None, None, False
         elapsed = time.monotonic() - started
-        self._swap(
+        await self._swap(
             LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
         )
         return spec
@@ -285,14 +296,16 @@ class ModelManager:
             overrides=old.overrides,
             footprint_gib=old.footprint_gib,
         )
+        self.recovery.watch(self._current)
 
-    def _swap(self, new: LoadedModel) -> None:
+    async def _swap(self, new: LoadedModel) -> None:
         old, self._current = self._current, new
+        self.recovery.watch(new)
         log.info("Now serving %s (%s)", new.spec.name, new.backend.name)
         if old is not None:
             old.retired = True
-            if old.active == 0:
-                old.backend.close()
+            if old.active == 0:  # off the loop: a vLLM shutdown takes seconds
+                await asyncio.to_thread(old.backend.close)
 
     @property
     def capacity(self) -> int:
@@ -311,6 +324,11 @@ class ModelManager:
         if cur is None or self._draining:
             if self._loading is not None:
                 raise ModelLoading(f"Model {self._loading} is loading", retry_after=5)
+            if self.recovery.pending is not None:  # its engine died; a restart may follow
+                raise BackendUnavailable(
+                    self._error or "The engine has died",
+                    hint="retry shortly: GET /health says when the model serves again",
+                )
             raise BackendUnavailable(
                 "No model is loaded"
                 + (f": the last load failed ({self._error})" if self._error else ""),
@@ -328,13 +346,26 @@ class ModelManager:
         finally:
             cur.active -= 1
             if cur.retired and cur.active == 0:
-                cur.backend.close()
+                _close_soon(cur)
 
     def close(self) -> None:
-        """Close the current backend (in-flight requests end)."""
+        """Close the current backend (in-flight requests end); blocking, so not on a loop."""
+        self.recovery.stop()
         cur, self._current = self._current, None
         if cur is not None:
             cur.backend.close()
+
+
+def _close_soon(model: LoadedModel) -> None:
+    """Close a retired model's backend in a thread: its last request ends on an event loop."""
+    threading.Thread(
+        target=model.backend.close, name=f"lcfin-close-{model.spec.name}"[:60], daemon=True
+    ).start()
+
+
+def _capacity(model: LoadedModel | None) -> dict[str, Any] | None:
+    capacity = getattr(model.backend, "capacity", None) if model is not None else None
+    return capacity.to_dict() if capacity is not None else None
 
 
 def _check_strategy(value: str) -> str:

@@ -45,16 +45,17 @@ def sampling_kwargs(request: GenerationRequest, max_model_len: int) -> dict[str,
 def structured_outputs_kwargs(params: SamplingParams) -> dict[str, Any] | None:
     """Keyword arguments for `StructuredOutputsParams`, or None for free text.
 
-    Whitespace is disabled (compact JSON), as on the Transformers backend. A forced tool
-    call's literal `<tool_call>` wrapper cannot be expressed here: the call is bare JSON, which
-    the Qwen3 parser also accepts.
+    The JSON is compact (no free whitespace), as on the Transformers backend: the engine is
+    built with `disable_any_whitespace` (vllm_args.STRUCTURED_OUTPUTS), because vLLM ignores
+    the per-request flag. A forced tool call's literal `<tool_call>` wrapper cannot be
+    expressed here: the call is bare JSON, which the Qwen3 parser also accepts.
     """
     fmt = params.response_format
     if fmt is None:
         return None
     if fmt.schema_json is None:
-        return {"json_object": True, "disable_any_whitespace": True}
-    return {"json": json.loads(fmt.schema_json), "disable_any_whitespace": True}
+        return {"json_object": True}
+    return {"json": json.loads(fmt.schema_json)}
 
 
 def _entry(token_id: int, positions: dict[int, Any], k: int) -> TokenLogprob:

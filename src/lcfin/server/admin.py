@@ -71,16 +71,19 @@ async def ready(request: Request) -> Response:
 
 
 async def models(request: Request) -> Response:
-    """GET /models: current model and the catalog (alias -> repo id)."""
+    """GET /models: current model, the catalog (alias -> repo id) and the engine's KV cache."""
     from lcfin import list_models
 
     settings: Settings = request.app.state.settings
     llm: FinancialLLM = request.app.state.llm
     specs = list_models(settings.catalog)
+    st = llm.status()
     return JSONResponse(
         {
-            "current_model": llm.status().model,
+            "current_model": st.model,
             "available_models": {alias: spec.repo_id for alias, spec in specs.items()},
+            # the engine's own KV-cache size and max concurrency beside the planner's
+            "kv_cache": st.kv_cache,
         }
     )
 
