@@ -21,7 +21,7 @@ from tests.integration.conftest import LiveServer
 
 agents = pytest.importorskip("agents", reason="the dev extra installs openai-agents")
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration, pytest.mark.asyncio]
 
 
 class Capital(BaseModel):

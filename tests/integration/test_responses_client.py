@@ -1,7 +1,8 @@
 """The official `openai` client's Responses API against a real uvicorn server on a tiny model.
 
-Written around the shared live-server fixtures (`live`, `make_live`), so a parametrization of
-those over backends runs these on each. Texts are compared with the library's own greedy answer.
+Marked `any_backend`: `nox -s vllm` runs them on vLLM's CPU build too (the `live` fixtures take
+the backend under test, tests/backends.py). Texts are compared with the library's own greedy
+answer on the same backend.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.integration.conftest import LiveServer
 from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration]
 
 N = 16  # max_output_tokens of the greedy runs (the spec's minimum)
 PRICE: dict[str, Any] = {

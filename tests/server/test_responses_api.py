@@ -21,7 +21,7 @@ from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT, Serve, Served
 from tests.telemetry.conftest import POSTGRES_URL, postgres_schema  # read at import, as there
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.any_backend, pytest.mark.asyncio]
 
 GREEDY = {"max_output_tokens": 16, "temperature": 0}
 PRICE = {
