@@ -287,6 +287,26 @@ class Settings(BaseSettings):
         description="Days audit texts are kept; older ones are purged (hourly and at start).",
     )
 
+    # -- Responses API (docs/server.md) ---------------------------------------------------------
+    response_store: bool = Field(
+        True,
+        description=(
+            "Keep responses created with `store: true` (the Responses API's default) in the "
+            "usage database, for `previous_response_id` and GET/DELETE /v1/responses/{id}; "
+            "false (or LCFIN_USAGE_DB=off): responses are never stored and `store: true` is a 400."
+        ),
+    )
+    response_store_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a stored response is kept; then it is deleted (GET answers 404).",
+    )
+    response_store_max_bytes: int = Field(
+        256 * 2**20,
+        gt=0,
+        description="Total size of the stored responses; past it the oldest are deleted first.",
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.use_vllm is True and self.backend == "transformers":

@@ -8,6 +8,7 @@
      │    └── UnsupportedMediaType  415 unsupported_media_type  exit 2
      ├── InvalidCatalog             500 server_error            exit 2   (also ValueError)
      ├── ModelNotFound              404 model_not_found         exit 4   (also LookupError)
+ ├── NotFound                   404 not_found               exit 1   (also LookupError)
      ├── Unauthorized               401 invalid_api_key         exit 5
      │    ├── GatedModel            403 gated_model             exit 5
      │    └── Forbidden             403 insufficient_permissions exit 5
@@ -50,6 +51,7 @@ __all__ = [
     "ModelLoadFailed",
     "ModelLoading",
     "ModelNotFound",
+    "NotFound",
     "OutputTruncated",
     "Overloaded",
     "PayloadTooLarge",
@@ -156,6 +158,17 @@ class ModelNotFound(LcfinError, LookupError):
     openai_type = "invalid_request_error"
     openai_code = "model_not_found"
     exit_code = EXIT_MODEL_NOT_FOUND
+
+
+class NotFound(LcfinError, LookupError):
+    """A stored object (a response of the Responses API) does not exist, expired, or is not yours.
+
+    The same answer for all three, so that another key cannot learn that an id exists.
+    """
+
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "not_found"
 
 
 class Unauthorized(LcfinError):

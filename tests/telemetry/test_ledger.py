@@ -172,11 +172,11 @@ def test_migrates_an_older_schema(ledger_target: str) -> None:
     assert schema_version(store) == 1
     store.close()
 
-    ledger = make(ledger_target)  # v1 -> v2: adds the audit table
+    ledger = make(ledger_target)  # v1 -> v3: adds the audit table, then the responses table
     ledger.add(record(1, prompt_text="p", response_text="r"))
     ledger.flush()
 
-    assert schema_version(ledger.store) == SCHEMA_VERSION == 2
+    assert schema_version(ledger.store) == SCHEMA_VERSION == 3
     assert len(ledger.audit()) == 1
     ledger.close()
 

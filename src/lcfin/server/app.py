@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
-from lcfin.server import admin, analytics, console, docs, openai
+from lcfin.server import admin, analytics, console, docs, openai, responses_api
 from lcfin.server.browser import BrowserGuardMiddleware
 from lcfin.server.context import RequestIdMiddleware, current_request_id
 from lcfin.server.exposure import Exposure
@@ -187,6 +187,7 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *openai.routes(),
+            *responses_api.routes(),
             *admin.routes(),
             *analytics.routes(),
             *docs.routes(),

@@ -15,7 +15,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.server import protocol as p, responses as r
+from lcfin.server import (
+    protocol as p,
+    responses as r,
+    responses_objects as ro,
+    responses_request as rq,
+)
 
 __all__ = ["openapi_document", "routes"]
 
@@ -26,6 +31,8 @@ _SCHEMA_MODELS: list[tuple[type[BaseModel], Literal["validation", "serialization
     (p.CompletionRequest, "validation"),
     (r.CompletionResponse, "serialization"),
     (r.CompletionChunk, "serialization"),
+    (rq.CreateResponse, "validation"),
+    (ro.Response, "serialization"),
     (r.ModelList, "serialization"),
     (r.ErrorResponse, "serialization"),
     (p.InferenceRequest, "validation"),
@@ -59,6 +66,14 @@ def _op(
     return op
 
 
+def _by_id(summary: str, response: str | None) -> dict[str, Any]:
+    op = _op(summary, None, response) if response else _plain(summary)
+    op["parameters"] = [
+        {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    return op
+
+
 def _plain(summary: str) -> dict[str, Any]:
     return {"summary": summary, "responses": {"200": {"description": "OK"}}}
 
@@ -70,11 +85,23 @@ def openapi_document() -> dict[str, Any]:
         "Chat completion", "ChatCompletionRequest", "ChatCompletionResponse", "ChatCompletionChunk"
     )
     text = _op("Text completion", "CompletionRequest", "CompletionResponse", "CompletionChunk")
+    respond = _op("Create a model response (Responses API)", "CreateResponse", "Response")
+    respond["responses"]["200"]["content"]["text/event-stream"] = {
+        "schema": {
+            "type": "string",
+            "description": "SSE: `event: <type>` + `data: <ResponseStreamEvent>` (OpenAI's)",
+        }
+    }
     inference = _op("Seed-style inference", "InferenceRequest", "ErrorResponse")
     inference["responses"]["200"] = {"description": "response, model_used, usage, timings"}
     paths = {
         "/v1/chat/completions": {"post": chat},
         "/v1/completions": {"post": text},
+        "/v1/responses": {"post": respond},
+        "/v1/responses/{response_id}": {
+            "get": _by_id("A stored response of the caller's API key", "Response"),
+            "delete": _by_id("Delete a stored response of the caller's API key", None),
+        },
         "/v1/models": {"get": _op("Served and switchable models", None, "ModelList")},
         "/health": {"get": _plain("Liveness and state (always 200)")},
         "/health/ready": {"get": _plain("200 when a model is ready, else 503 + Retry-After")},

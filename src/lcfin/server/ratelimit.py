@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["LIMITED_PATHS", "Limits", "RateLimitMiddleware", "RateLimiter", "reserved"]
 
 #: The routes that generate text, and so count against the limits.
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/inference"})
+LIMITED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/inference"}
+)
 _MAX_CALLERS = 10_000  # full buckets are forgotten past this many callers
 _ITEM = re.compile(r"^\s*(\d+)\s*(rpm|tpm)\s*$", re.IGNORECASE)
 _caller: ContextVar[str | None] = ContextVar("lcfin_rate_limit_caller", default=None)

@@ -151,6 +151,9 @@ class UsageLedger:
         self._thread: threading.Thread | None = None
         self._segment: tuple[float, Serving] | None = None
         self._next_beat = self._next_purge = 0.0
+        #: Called with the time on every writer tick: housekeeping of tables that share this
+        #: database (the response store's purge of expired responses).
+        self.maintenance: list[Callable[[float], object]] = []
         self._closed = False
         atexit.register(self.close)
 
@@ -228,6 +231,8 @@ class UsageLedger:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             self._guarded(self.purge_audit, now)
+        for work in list(self.maintenance):
+            self._guarded(work, now)
 
     def _take(self) -> list[RequestRecord]:
         with self._cond:
