@@ -396,6 +396,9 @@ async def test_two_requests_with_one_request_id_do_not_abort_each_other(
 
 @pytest.mark.asyncio
 async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_params):
+    # The shared server may still be finishing an earlier test's request: start from idle, so
+    # that the in-flight count below can only be this request's.
+    await _poll(lambda: live.llm._manager._current.active == 0)  # type: ignore[union-attr]
     before = {rec.request_id for rec in live.llm.recent_requests()}
     body = {"model": live.model, "messages": MESSAGES, **long_params}
     async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
