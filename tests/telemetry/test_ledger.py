@@ -147,7 +147,24 @@ def test_heartbeat_segments_follow_the_served_model(ledger_target: str) -> None:
     segments = [(s["model"], s["started_at"], s["last_seen"]) for s in ledger.uptime()]
     ledger.close()
 
-    assert segments[:2] == [("a", 1000.0, 1010.0), ("b", 1010.0, 1020.0)]
+    assert segments[0] == ("a", 1000.0, 1010.0)
+    assert segments[1][:2] == ("b", 1010.0) and segments[1][2] >= 1020.0  # open: runs until now
+
+
+def test_the_open_segment_runs_until_now_not_until_its_last_heartbeat(ledger_target: str) -> None:
+    ledger = make(ledger_target, heartbeat=lambda: Serving("a", "cpu", "transformers", 3.6))
+    started = time.time()
+    ledger._beat(started)  # the next heartbeat is HEARTBEAT_S away
+    time.sleep(0.2)
+
+    (mine,) = ledger.uptime()
+    (bounded,) = ledger.uptime(LedgerQuery(until=started + 0.1))
+    ledger.close()
+    (closed,) = UsageLedger(ledger_target).uptime()  # another reader: only what was written
+
+    assert mine["last_seen"] - started >= 0.2
+    assert bounded["last_seen"] == pytest.approx(started + 0.1)
+    assert closed["last_seen"] >= started
 
 
 def test_audit_texts_are_purged_after_the_retention(ledger_target: str) -> None:

@@ -312,7 +312,11 @@ class UsageLedger:
             return tx.query(sql, params)
 
     def uptime(self, query: LedgerQuery | None = None) -> list[dict[str, Any]]:
-        """Uptime segments overlapping the query's time range (model and key filters ignored)."""
+        """Uptime segments overlapping the query's time range (model and key filters ignored).
+
+        This server's own open segment runs until now, not until its last heartbeat: a server
+        asked within `HEARTBEAT_S` of loading its model has been up, and its cost counts.
+        """
         q = query or LedgerQuery()
         parts, params = [], {}
         if q.since is not None:
@@ -323,7 +327,12 @@ class UsageLedger:
             params["until"] = q.until
         where = " WHERE " + " AND ".join(parts) if parts else ""
         with self.store.transaction(write=False) as tx:
-            return tx.query(f"SELECT * FROM uptime{where} ORDER BY started_at", params)
+            rows = tx.query(f"SELECT * FROM uptime{where} ORDER BY started_at", params)
+        live, now = self._segment, time.time()
+        for row in rows if live is not None and not self._closed else ():
+            if row["session_id"] == self.session_id and float(row["started_at"]) == live[0]:
+                row["last_seen"] = max(float(row["last_seen"]), min(now, q.until or now))
+        return rows
 
     def audit(self, query: LedgerQuery | None = None) -> list[dict[str, Any]]:
         """Audit texts joined with their request's id, time and model."""
