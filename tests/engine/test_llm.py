@@ -10,7 +10,7 @@ import pytest
 
 from lcfin import FinancialLLM, Settings
 from lcfin.engine.aio import LoopThread
-from lcfin.engine.chat import PLAIN_STOP, normalize_messages, render_chat
+from lcfin.engine.chat import PLAIN_STOP, normalize_messages, refuse_overlong, render_chat
 from lcfin.engine.manager import ModelManager
 from lcfin.engine.profiles import load_profile
 from lcfin.errors import (
@@ -133,6 +133,48 @@ def test_context_length_exceeded(make_llm):
     with pytest.raises(ContextLengthExceeded):  # max_tokens counts too
         llm.chat(Q, max_tokens=96)
     assert llm.stats()["requests"] == 0
+
+
+def test_a_huge_prompt_is_refused_after_tokenizing_only_a_prefix(make_llm, tokenizer):
+    llm = make_llm("llama", max_model_len=96)
+    seen: list[int] = []  # lengths of the texts the real tokenizer was asked to encode
+    real = tokenizer.encode
+
+    class Spy:
+        def encode(self, text: str, **kw: object) -> list[int]:
+            seen.append(len(text))
+            return list(real(text, **kw))
+
+    huge = "Basel III sets capital ratios for banks. " * 50_000  # 2 MB, far beyond 96 tokens
+    with pytest.raises(ContextLengthExceeded) as info:
+        refuse_overlong(Spy(), ["short", huge], max_model_len=96, param="messages")
+    assert info.value.param == "messages" and "96" in str(info.value)
+    assert seen and max(seen) == 8 * 96  # a prefix, never the 2 MB
+
+    with pytest.raises(ContextLengthExceeded) as info:  # end to end, chat and raw prompt
+        llm.chat([SYSTEM, {"role": "user", "content": huge}], **GREEDY)
+    assert info.value.param == "messages"
+    with pytest.raises(ContextLengthExceeded) as info:
+        llm.complete(huge, **GREEDY)
+    assert info.value.param == "prompt"
+    # With truncation on, an old long turn is dropped, not refused: only kept turns are sampled.
+    c = llm.chat(
+        [
+            {"role": "user", "content": huge},
+            {"role": "assistant", "content": "Yes."},
+            {"role": "user", "content": Q},
+        ],
+        max_tokens=2,
+    )
+    assert c.dropped_messages == 2
+
+
+def test_a_long_but_sparse_text_goes_on_to_the_exact_count():
+    class TenCharsPerToken:  # stands in for a tokenizer that packs long runs into one token
+        def encode(self, text: str, **kw: object) -> list[int]:
+            return [0] * (len(text) // 10)
+
+    refuse_overlong(TenCharsPerToken(), ["x" * 100_000], max_model_len=96, param="prompt")
 
 
 # -- model management ---------------------------------------------------------------------------

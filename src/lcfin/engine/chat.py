@@ -156,6 +156,39 @@ def render_chat(
     return RenderedPrompt(str(text), tokenizer.encode(str(text), add_special_tokens=False))
 
 
+#: How many characters per context token a text may have before `refuse_overlong` samples it.
+_SAMPLE_CHARS_PER_TOKEN = 8
+#: Tokens a prefix may gain or lose at its cut (a word split in two) on top of the limit.
+_CUT_MARGIN = 16
+
+
+def refuse_overlong(
+    tokenizer: Any, texts: Sequence[str], *, max_model_len: int, param: str
+) -> None:
+    """Refuse a text that alone cannot fit the context, tokenizing only a prefix of it.
+
+    A multi-megabyte prompt takes seconds of CPU to tokenize in full; a prefix of
+    8 x max_model_len characters that already has more tokens than the context proves it
+    too long at a fraction of the cost. Shorter or denser texts pass to the exact check.
+
+    Raises:
+        ContextLengthExceeded: a text whose prefix alone exceeds the context.
+    """
+    sample = _SAMPLE_CHARS_PER_TOKEN * max_model_len
+    for text in texts:
+        if len(text) <= sample:
+            continue
+        count = len(tokenizer.encode(text[:sample], add_special_tokens=False))
+        if count > max_model_len + _CUT_MARGIN:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {max_model_len} tokens; the "
+                f"{param} need more than {count - _CUT_MARGIN} tokens "
+                f"({len(text)} characters in one text)",
+                param=param,
+                hint=f"shorten the {param}",
+            )
+
+
 def fit_messages(
     messages: list[ChatTurn],
     render: Callable[[list[ChatTurn]], RenderedPrompt],

@@ -11,7 +11,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
+from lcfin.engine.chat import (
+    RenderedPrompt,
+    fit_messages,
+    normalize_messages,
+    refuse_overlong,
+    render_chat,
+)
 from lcfin.engine.fanout import Job
 from lcfin.engine.tools import forced_call_format, tools_enabled
 from lcfin.engine.types import GenerationRequest, Message, SamplingParams
@@ -56,6 +62,7 @@ def render_prompt(
     """
     tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
     if prompt is not None:
+        refuse_overlong(tok, [prompt], max_model_len=limit, param="prompt")
         ids = tok.encode(prompt)
         if not ids:  # nothing to prefill: the engine would fail on an empty batch
             raise InvalidParameter("The prompt is empty (no tokens)", param="prompt")
@@ -68,8 +75,15 @@ def render_prompt(
             truncate=False,
         )
     plain = loaded.spec.chat_format == "plain"
+    turns = normalize_messages(messages or [])
+    kept = [  # what truncation never drops: system turns and the last one
+        t["content"]
+        for i, t in enumerate(turns)
+        if not truncate or t["role"] == "system" or i == len(turns) - 1
+    ]
+    refuse_overlong(tok, kept, max_model_len=limit, param="messages")
     return fit_messages(
-        normalize_messages(messages or []),
+        turns,
         lambda msgs: render_chat(tok, msgs, plain=plain, tools=tools),
         max_model_len=limit,
         max_tokens=sampling.max_tokens,
