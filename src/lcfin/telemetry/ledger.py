@@ -329,7 +329,9 @@ class UsageLedger:
         with self.store.transaction(write=False) as tx:
             rows = tx.query(f"SELECT * FROM uptime{where} ORDER BY started_at", params)
         live, now = self._segment, time.time()
-        for row in rows if live is not None and not self._closed else ():
+        if live is None or self._closed:
+            return rows
+        for row in rows:
             if row["session_id"] == self.session_id and float(row["started_at"]) == live[0]:
                 row["last_seen"] = max(float(row["last_seen"]), min(now, q.until or now))
         return rows
