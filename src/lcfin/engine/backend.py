@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lcfin.errors import BackendUnavailable
+from lcfin.errors import BackendUnavailable, InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
@@ -16,9 +16,19 @@ if TYPE_CHECKING:
     from lcfin.engine.registry import ModelSpec
     from lcfin.engine.types import Delta, GenerationRequest
 
-__all__ = ["BackendStats", "InferenceBackend", "Tokenizer", "load_backend", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "BackendStats",
+    "InferenceBackend",
+    "Tokenizer",
+    "load_backend",
+    "select_backend",
+]
 
 log = logging.getLogger(__name__)
+
+#: What `backend=` / `--backend` accepts.
+BACKENDS = ("auto", "vllm", "transformers")
 
 
 class Tokenizer(Protocol):
@@ -71,10 +81,17 @@ def select_backend(requested: str, profile: HardwareProfile, settings: Settings)
     """Resolve 'auto' to 'vllm' or 'transformers', logging why.
 
     Raises:
+        InvalidParameter: `requested` is not auto, vllm or transformers.
         BackendUnavailable: vLLM was asked for but is not installed or there is no GPU.
     """
     from lcfin.engine.profiles import detect_gpus
 
+    if requested not in BACKENDS:
+        raise InvalidParameter(
+            f"Unknown backend {requested!r}",
+            param="backend",
+            hint=f"choose one of: {', '.join(BACKENDS)}",
+        )
     wanted = requested if requested != "auto" else settings.backend
     if settings.use_vllm is True and wanted == "auto":
         wanted = "vllm"
@@ -85,12 +102,14 @@ def select_backend(requested: str, profile: HardwareProfile, settings: Settings)
         if not has_vllm:
             raise BackendUnavailable(
                 "The vLLM backend was requested but vllm is not installed",
-                hint="pip install 'lcfin[vllm]' on a CUDA machine, or use backend='transformers'",
+                hint="pip install 'lcfin[vllm]' on a CUDA machine, or use the transformers "
+                "backend (--backend transformers; backend='transformers' in Python)",
             )
         if not has_gpu:
             raise BackendUnavailable(
                 "The vLLM backend needs a CUDA GPU and none was found",
-                hint="use backend='transformers' (or profile 'cpu') on this machine",
+                hint="use the transformers backend on this machine (--backend transformers, "
+                "or --profile cpu; backend='transformers' in Python)",
             )
         return "vllm"
     if settings.use_vllm is False:
