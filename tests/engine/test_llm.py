@@ -132,7 +132,13 @@ def test_context_length_exceeded(make_llm):
         llm.complete(long, **GREEDY)
     with pytest.raises(ContextLengthExceeded):  # max_tokens counts too
         llm.chat(Q, max_tokens=96)
-    assert llm.stats()["requests"] == 0
+    stats = llm.stats()  # refused requests are counted as errors (see #17), without latency
+    assert (stats["requests"], stats["errors"], stats["mean_latency_s"]) == (4, 4, None)
+    records = llm.recent_requests()
+    assert {(r.status, r.error_code, r.finish_reason) for r in records} == {
+        ("error", "context_length_exceeded", "rejected")
+    }
+    assert {r.model for r in records} == {llm.model}
 
 
 # -- model management ---------------------------------------------------------------------------
@@ -389,3 +395,16 @@ def test_record_hooks_receive_one_record_per_request(make_llm, tiny_models):
     assert first.time_to_first_token_s is not None
     assert (second.request_id, second.endpoint) == ("req-42", "test")
     assert events[-1].request_id == "req-42"
+
+
+def test_the_default_model_is_the_seeds_on_a_gpu_and_the_demo_on_cpu() -> None:
+    from lcfin import FinancialLLM, Settings
+
+    gpu = FinancialLLM(profile="scw-l40s", backend="transformers", load=False, settings=Settings())
+    cpu = FinancialLLM(profile="cpu", load=False, settings=Settings())
+    try:
+        assert gpu.initial_model == "qwen3-8b"  # the seed's MODEL_NAME default
+        assert cpu.initial_model == "demo"
+    finally:
+        gpu.close()
+        cpu.close()

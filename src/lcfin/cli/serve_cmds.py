@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
-from lcfin.errors import BackendUnavailable, ModelLoadFailed
+from lcfin.errors import BackendUnavailable, ModelLoadFailed, PortUnavailable
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM
 
-__all__ = ["register"]
+__all__ = ["bind", "register"]
 
 log = logging.getLogger("lcfin.serve")
 
@@ -60,7 +62,8 @@ def serve(
         str | None, typer.Option(help="Bind address [default: LCFIN_HOST or 0.0.0.0].")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="[default: PORT or 8000].")
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on [default: PORT or 8000]."),
     ] = None,
 ) -> None:
     """Run the OpenAI-compatible server; the model loads in the background (see /health)."""
@@ -73,28 +76,60 @@ def serve(
     settings = Settings(**overrides)
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
-    _log_plan(llm)
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    log.info(
-        "Serving on http://%s:%d/v1 (profile %s, backend %s); loading %s ...",
-        shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
-    )  # fmt: skip
-    app = create_app(llm, settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
-    )
     try:
-        _run_draining(config)
+        llm.preflight()  # an unknown model (exit 4) or one too big (exit 3) stops here
+        sock = bind(settings.host, settings.port)  # a port in use (exit 7), before loading
+        _log_plan(llm)
+        shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        log.info(
+            "Serving on http://%s:%d/v1 (profile %s, backend %s); loading %s ...",
+            shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
+        )  # fmt: skip
+        config = uvicorn.Config(
+            create_app(llm, settings), host=settings.host, port=settings.port, log_config=None,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        )  # fmt: skip
+        _run_draining(config, sock)
     finally:
         llm.close()
 
 
-def _run_draining(config: Any) -> None:
-    """Run uvicorn; a SIGTERM that drained cleanly ends with exit code 0.
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, as uvicorn would bind it; it then serves on this one.
+
+    Raises:
+        PortUnavailable: the port is taken (or not allowed); the message says what to do.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _unavailable(host, port, exc) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _unavailable(host: str, port: int, exc: OSError) -> PortUnavailable:
+    other = port + 1 if port < 65535 else 8000
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return PortUnavailable(
+            f"Cannot listen on {host}:{port}: {host} is not an address of this machine",
+            hint="pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        )
+    why = {
+        errno.EADDRINUSE: "is already in use (another lcfin serve, or another server)",
+        errno.EACCES: "needs privileges (ports below 1024)",
+    }.get(exc.errno or 0, f"cannot be used ({exc.strerror})")
+    return PortUnavailable(
+        f"Cannot listen on {host}:{port}: port {port} {why}",
+        hint=f"stop what uses it, or choose another port: --port {other} (or PORT={other})",
+    )
+
+
+def _run_draining(config: Any, sock: socket.socket) -> None:
+    """Run uvicorn on `sock`; a SIGTERM that drained cleanly ends with exit code 0.
 
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
@@ -109,7 +144,7 @@ def _run_draining(config: Any) -> None:
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
-    DrainingServer(config).run()
+    DrainingServer(config).run(sockets=[sock])
 
 
 def switch(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from lcfin.config import Settings, get_settings
 from lcfin.engine.aio import LoopThread, with_deadline
 from lcfin.engine.backend import BackendStats, select_backend
-from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
+from lcfin.engine.prepare import Prompt, final, question_messages, render_prompt, sampling_params
 from lcfin.engine.profiles import HardwareProfile, load_profile
 from lcfin.engine.registry import ModelSpec
 from lcfin.engine.structured import parse_output, response_format_for
@@ -20,14 +22,12 @@ from lcfin.engine.types import (
     Completion,
     Delta,
     GenerationRequest,
-    Message,
-    SamplingParams,
     Timings,
     TokenLogprob,
     Usage,
     new_request_id,
 )
-from lcfin.errors import InvalidParameter, RequestTimeout
+from lcfin.errors import InvalidParameter, LcfinError, RequestTimeout
 from lcfin.telemetry.costs import Prices
 from lcfin.telemetry.meter import Accounting, RecordLabels, RequestMeter
 from lcfin.telemetry.records import RequestRecord, StatsCollector
@@ -36,13 +36,10 @@ __all__ = ["FinancialLLM"]
 
 log = logging.getLogger(__name__)
 
-_PARAM_NAMES = {f.name for f in dataclasses.fields(SamplingParams)}
-Prompt = str | Sequence[Message]
-
 
 def default_model_for(profile: HardwareProfile) -> str:
-    """The model to load when none is named: the demo on CPU, Llama 3.1 8B on a GPU."""
-    return "demo" if not profile.is_gpu else "llama3.1-8b"
+    """The model to load when none is named: the demo on CPU, the seed's Qwen3 8B on a GPU."""
+    return "demo" if not profile.is_gpu else "qwen3-8b"
 
 
 class FinancialLLM:
@@ -145,6 +142,33 @@ class FinancialLLM:
         """Sync twin of `aswitch`."""
         return self._loop.run(self.aswitch(model, **overrides))
 
+    async def abegin_switch(
+        self, model: str | ModelSpec, **overrides: Any
+    ) -> asyncio.Task[ModelSpec] | None:
+        """Start `aswitch` and return once it is under way, with the task that finishes it.
+
+        What a switch refuses before unloading anything is raised here, at once; later
+        failures show in `status()` (and the task). None when `model` is already loaded.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, DoesNotFit, ModelLoading: as `aswitch`, up front.
+        """
+        _, rest = await self._manager.start(model, **overrides)
+        return None if rest is None else asyncio.ensure_future(rest)
+
+    async def apreflight(self, model: str | ModelSpec | None = None, **overrides: Any) -> ModelSpec:
+        """Resolve `model` (default: `initial_model`) and check it fits, loading nothing.
+
+        Raises:
+            ModelNotFound, InvalidCatalog: the name does not resolve.
+            DoesNotFit: the model cannot fit this profile's memory budget.
+        """
+        return await self._manager.check(model or self.initial_model, **overrides)
+
+    def preflight(self, model: str | ModelSpec | None = None, **overrides: Any) -> ModelSpec:
+        """Sync twin of `apreflight`."""
+        return self._loop.run(self.apreflight(model, **overrides))
+
     def close(self) -> None:
         """Free the model and stop the helper thread."""
         self._manager.close()
@@ -186,23 +210,25 @@ class FinancialLLM:
             Overloaded: max_num_seqs + LCFIN_MAX_WAITING requests are already in flight.
             RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
-        if (messages is None) == (prompt is None):
-            raise InvalidParameter("give either messages or prompt", param="messages")
-        check_tools(tools, tool_choice)
-        async with self._manager.lease() as loaded:
-            fmt = loaded.spec.tool_call_format
-            forced = forced_call_format(tools, tool_choice, fmt)
-            if forced is not None:
-                params = {**params, "response_format": forced}
-            sampling = self._sampling(loaded, params)
-            shown = tools if tools_enabled(tools, tool_choice) else None
-            rendered = self._render(loaded, messages, prompt, sampling, truncate, shown)
+        rid = request_id or new_request_id()
+        async with contextlib.AsyncExitStack() as stack:
+            try:  # a request refused before generation is counted too (an error record)
+                if (messages is None) == (prompt is None):
+                    raise InvalidParameter("give either messages or prompt", param="messages")
+                check_tools(tools, tool_choice)
+                loaded = await stack.enter_async_context(self._manager.lease())
+                fmt = loaded.spec.tool_call_format
+                forced = forced_call_format(tools, tool_choice, fmt)
+                if forced is not None:
+                    params = {**params, "response_format": forced}
+                sampling = sampling_params(loaded, params)
+                shown = tools if tools_enabled(tools, tool_choice) else None
+                rendered = render_prompt(loaded, messages, prompt, sampling, truncate, shown)
+            except LcfinError as exc:
+                self.record_rejection(exc, endpoint=endpoint, request_id=rid)
+                raise
             request = GenerationRequest(
-                rendered.token_ids,
-                sampling,
-                request_id or new_request_id(),
-                rendered.text,
-                extra_stops=rendered.extra_stops,
+                rendered.token_ids, sampling, rid, rendered.text, extra_stops=rendered.extra_stops
             )
             async for event in self._run(loaded, request, endpoint, rendered.dropped_messages):
                 yield with_tool_calls(event, fmt) if shown else event
@@ -266,18 +292,18 @@ class FinancialLLM:
             OutputTruncated: with `json_schema`, the reply was cut by max_tokens.
         """
         if json_schema is None:
-            return await _final(self.astream_events(messages, **params))
+            return await final(self.astream_events(messages, **params))
         params["response_format"] = response_format_for(json_schema)
-        done = await _final(self.astream_events(messages, **params))
+        done = await final(self.astream_events(messages, **params))
         return dataclasses.replace(done, parsed=parse_output(done, json_schema))
 
     async def acomplete(self, prompt: str, **params: Any) -> Completion:
         """Complete a raw prompt (no chat template)."""
-        return await _final(self.astream_events(prompt=prompt, **params))
+        return await final(self.astream_events(prompt=prompt, **params))
 
     async def aask(self, question: str, *, system: str | None = None, **params: Any) -> str:
         """Ask one question; returns the answer's text."""
-        return (await self.achat(_question(question, system), **params)).text
+        return (await self.achat(question_messages(question, system), **params)).text
 
     # -- generation: sync twins (safe inside Jupyter's running loop) ------------------------
 
@@ -309,45 +335,6 @@ class FinancialLLM:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _sampling(self, loaded: LoadedModel, params: dict[str, Any]) -> SamplingParams:
-        unknown = sorted(set(params) - _PARAM_NAMES)
-        if unknown:
-            raise InvalidParameter(f"Unknown parameter(s): {', '.join(unknown)}", param=unknown[0])
-        defaults = getattr(loaded.backend, "default_sampling", {})
-        given = {k: v for k, v in params.items() if v is not None or k == "max_tokens"}
-        return SamplingParams(**{**defaults, **given})
-
-    def _render(
-        self,
-        loaded: LoadedModel,
-        messages: Prompt | None,
-        prompt: str | None,
-        sampling: SamplingParams,
-        truncate: bool,
-        tools: list[dict[str, Any]] | None = None,
-    ) -> RenderedPrompt:
-        tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
-        if prompt is not None:
-            ids = tok.encode(prompt)
-            if not ids:  # nothing to prefill: the engine would fail on an empty batch
-                raise InvalidParameter("The prompt is empty (no tokens)", param="prompt")
-            rendered = RenderedPrompt(prompt, ids)
-            return fit_messages(
-                [{"role": "user", "content": prompt}],
-                lambda _: rendered,
-                max_model_len=limit,
-                max_tokens=sampling.max_tokens,
-                truncate=False,
-            )
-        plain = loaded.spec.chat_format == "plain"
-        return fit_messages(
-            normalize_messages(messages or []),
-            lambda msgs: render_chat(tok, msgs, plain=plain, tools=tools),
-            max_model_len=limit,
-            max_tokens=sampling.max_tokens,
-            truncate=truncate,
-        )
-
     def _record(
         self,
         loaded: LoadedModel,
@@ -367,7 +354,33 @@ class FinancialLLM:
         )
         prompt_tokens = len(request.prompt_token_ids)
         texts = (request.prompt_text, text)
-        record = self._accounting.finish(meter, labels, prices, prompt_tokens, texts)
+        return self._publish(self._accounting.finish(meter, labels, prices, prompt_tokens, texts))
+
+    def record_rejection(
+        self,
+        exc: BaseException,
+        *,
+        endpoint: str = "library",
+        request_id: str | None = None,
+        code: str | None = None,
+    ) -> RequestRecord:
+        """Count a request refused before generation (bad input, no model, full queue).
+
+        The generation methods call it themselves; the server calls it for what it refuses
+        before reaching them (an unknown model, a malformed body). `code`: the OpenAI error
+        code when `exc` has none (default: the error's own).
+        """
+        st = self.status()
+        labels = RecordLabels(
+            request_id or new_request_id(),
+            st.model or "",
+            st.backend or self.backend_kind,
+            self.profile.name,
+            endpoint,
+        )
+        return self._publish(self._accounting.reject(labels, exc, code))
+
+    def _publish(self, record: RequestRecord) -> RequestRecord:
         self._stats.add(record)
         for hook in self.record_hooks:
             try:
@@ -375,17 +388,3 @@ class FinancialLLM:
             except Exception:  # a broken hook must not fail the request
                 log.exception("Record hook %r failed", hook)
         return record
-
-
-def _question(question: str, system: str | None) -> list[Message]:
-    msgs: list[Message] = [{"role": "system", "content": system}] if system else []
-    return [*msgs, {"role": "user", "content": question}]
-
-
-async def _final(events: AsyncIterator[Delta | Completion]) -> Completion:
-    result: Completion | None = None
-    async for event in events:
-        if isinstance(event, Completion):
-            result = event
-    assert result is not None  # _run always ends with a Completion
-    return result

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,6 +60,12 @@ class LoadedModel:
     #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
     footprint_gib: float | None = None
 
+    @property
+    def architecture(self) -> str | None:
+        """The model class from its config.json (e.g. LlamaForCausalLM), when the backend knows."""
+        arch = getattr(self.backend, "architecture", None)
+        return arch if isinstance(arch, str) else None
+
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -77,11 +83,17 @@ class ModelStatus:
     error: str | None = None
     #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
     strategy: str | None = None
+    #: The model whose load failed, and when (Unix time); kept until the next load starts.
+    failed_model: str | None = None
+    failed_at: float | None = None
+    #: The served model's class from its config.json (the seed's /health `architecture`).
+    architecture: str | None = None
 
     @property
     def serving(self) -> bool:
-        """Whether a model can answer requests right now."""
-        return self.model is not None
+        """Whether a model can answer requests right now (not while a drain-and-swap runs)."""
+        draining = self.state == "loading" and self.strategy == "drain_and_swap"
+        return self.model is not None and not draining
 
     def to_dict(self) -> dict[str, Any]:
         """The status as a JSON-ready dict."""
@@ -120,6 +132,7 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._loading: str | None = None
         self._error: str | None = None
+        self._failed: tuple[str, float] | None = None  # model, Unix time
         self._switching: Strategy | None = None
         self._draining = False
         self._lock = threading.Lock()
@@ -149,6 +162,9 @@ class ModelManager:
             else None,
             error=self._error,
             strategy=self._switching if self._loading else None,
+            failed_model=self._failed[0] if self._failed else None,
+            failed_at=self._failed[1] if self._failed else None,
+            architecture=cur.architecture if cur else None,
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -164,10 +180,10 @@ class ModelManager:
                     retry_after=5,
                 )
             cur = self._current
+            self._error, self._failed = None, None
             if reuse and cur is not None and cur.spec == spec:
-                self._error = None
                 return False
-            self._loading, self._error = spec.name, None
+            self._loading = spec.name
             self._loading_since = time.monotonic()
             return True
 
@@ -181,30 +197,75 @@ class ModelManager:
         Raises:
             ModelNotFound, InvalidCatalog: the name does not resolve.
             InvalidParameter: an unknown `switch_strategy`.
-            DoesNotFit: (vLLM) the planner says the model cannot fit; nothing was unloaded.
+            DoesNotFit: the model cannot fit the profile's budget; nothing was unloaded.
             ModelLoadFailed, GatedModel, Unauthorized, BackendUnavailable: loading failed;
                 the previous model (if any) keeps serving, restored if it had to be unloaded.
+        """
+        spec, rest = await self.start(name, **overrides)
+        return spec if rest is None else await rest
+
+    async def start(
+        self, name: str | ModelSpec, **overrides: Any
+    ) -> tuple[ModelSpec, Coroutine[Any, Any, ModelSpec] | None]:
+        """Resolve, claim and check a load now; the coroutine returned (None: already current)
+        finishes it and must be awaited. What `load` refuses up front is raised here.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, InvalidParameter, DoesNotFit, ModelLoading.
         """
         forced = overrides.pop("switch_strategy", None)
         if forced is not None:
             _check_strategy(forced)
-        spec = name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
+        try:
+            spec = self._resolve(name)
+        except LcfinError as exc:  # a failed load too: status() says so until the next one
+            if self._loading is None:  # (a running load is not this one's business)
+                self._fail(name if isinstance(name, str) else name.name, exc)
+            raise
         if not self._claim(spec, reuse=not overrides):
-            return spec
-        started = time.monotonic()
+            return spec, None
+        log.info(
+            "Loading %s (%s backend, profile %s)", spec.name, self.backend_kind, self.profile.name
+        )
         try:
             footprint = await self._preflight(spec, overrides)
             self._switching = self._strategy_for(spec, footprint, forced)
+        except BaseException as exc:
+            self._fail(spec.name, exc)
+            self._loading, self._switching = None, None
+            raise
+        return spec, self._finish(spec, overrides, footprint)
+
+    async def check(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
+        """Resolve `name` and check it fits the profile, loading nothing.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, DoesNotFit.
+        """
+        overrides.pop("switch_strategy", None)
+        spec = self._resolve(name)
+        await self._preflight(spec, overrides)
+        return spec
+
+    def _resolve(self, name: str | ModelSpec) -> ModelSpec:
+        return name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
+
+    async def _finish(
+        self, spec: ModelSpec, overrides: dict[str, Any], footprint: float | None
+    ) -> ModelSpec:
+        """The rest of a load `start` claimed: drain if needed, load, swap; report a failure."""
+        started = self._loading_since
+        try:
             old = self._current
             if self._switching == "drain_and_swap" and old is not None:
                 backend = await self._drain_and_load(old, spec, overrides)
             else:
                 backend = await self._load_backend(spec, overrides)
         except LcfinError as exc:
-            self._error = str(exc)
+            self._fail(spec.name, exc)
             raise
         except Exception as exc:  # unexpected loader failure: report, keep serving
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._fail(spec.name, exc)
             raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
         finally:
             self._loading, self._switching, self._draining = None, None, False
@@ -214,12 +275,23 @@ class ModelManager:
         )
         return spec
 
+    def _fail(self, model: str, exc: BaseException) -> None:
+        """Report a failed load of `model` (until the next load starts)."""
+        if isinstance(exc, LcfinError):
+            self._error = str(exc)
+        elif isinstance(exc, Exception):
+            self._error = f"{type(exc).__name__}: {exc}"
+        else:  # cancelled or interrupted: not a failure of the model
+            return
+        self._failed = (model, time.time())
+
     async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> float | None:
-        """The new model's footprint; for vLLM, refuse a model that cannot fit before unloading."""
+        """The new model's footprint; refuse one that cannot fit (either backend, as `lcfin
+        plan` says) before unloading anything (see #17)."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
         if plan is None:
             return None
-        if self.backend_kind == "vllm" and not plan.fits:
+        if not plan.fits:
             from lcfin.engine.vllm_args import does_not_fit
 
             raise does_not_fit(plan)
@@ -268,7 +340,6 @@ class ModelManager:
     async def _restore(self, old: LoadedModel, cause: Exception) -> None:
         """Load `old` again after a failed drain-and-swap."""
         log.warning("Loading failed (%s); restoring %s", cause, old.spec.name)
-        started = time.monotonic()
         try:
             backend = await self._load_backend(old.spec, old.overrides)
         except Exception as again:
@@ -278,10 +349,12 @@ class ModelManager:
                 model=old.spec.name,
                 hint="no model is loaded: load one with FinancialLLM.switch(...) or /load-model",
             ) from cause
+        # Keep its original load time: status and the load-time metric describe the model
+        # that serves, not how long the restore took (see #17).
         self._current = LoadedModel(
             old.spec,
             backend,
-            time.monotonic() - started,
+            old.load_time_s,
             overrides=old.overrides,
             footprint_gib=old.footprint_gib,
         )

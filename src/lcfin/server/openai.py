@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
+from lcfin.server.context import counted
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
 from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
@@ -167,11 +168,12 @@ async def _stream_response(
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    req = ChatCompletionRequest.model_validate(await read_json(request))
-    req.check_supported()
-    check_chat(req, request.app.state.settings.max_messages)
     llm: FinancialLLM = request.app.state.llm
-    model = served_model(llm, req.model)
+    with counted(llm, "/v1/chat/completions"):
+        req = ChatCompletionRequest.model_validate(await read_json(request))
+        req.check_supported()
+        check_chat(req, request.app.state.settings.max_messages)
+        model = served_model(llm, req.model)
     rid = chunk_id("chatcmpl")
     streams = [
         llm.astream_events(
@@ -222,11 +224,12 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
-    req = CompletionRequest.model_validate(await read_json(request))
-    req.check_supported()
-    check_completion(req)
     llm: FinancialLLM = request.app.state.llm
-    model = served_model(llm, req.model)
+    with counted(llm, "/v1/completions"):
+        req = CompletionRequest.model_validate(await read_json(request))
+        req.check_supported()
+        check_completion(req)
+        model = served_model(llm, req.model)
     rid = chunk_id("cmpl")
     kwargs = req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS)
     streams = [
