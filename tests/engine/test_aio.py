@@ -32,9 +32,15 @@ def test_an_interrupted_wait_cancels_the_coroutine_and_leaves_nothing_pending(
         started.wait()
         signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C, to the waiting main thread
 
-    threading.Thread(target=interrupt_when_started, daemon=True).start()
-    with caplog.at_level(logging.ERROR, logger="asyncio"), pytest.raises(KeyboardInterrupt):
-        loop.run(slow_load())
+    # Ctrl-C's own handler: a process started in the background (nox from a script) inherits
+    # SIGINT ignored, and Python then installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_started, daemon=True).start()
+        with caplog.at_level(logging.ERROR, logger="asyncio"), pytest.raises(KeyboardInterrupt):
+            loop.run(slow_load())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert unwound.is_set()  # cancelled and unwound before the interrupt propagated
     loop.close()
     gc.collect()
