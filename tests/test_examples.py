@@ -234,6 +234,7 @@ def test_troubleshooting_backend_messages_are_current(monkeypatch: pytest.Monkey
     page = (DOCS / "troubleshooting.md").read_text()
     cpu = load_profile("cpu")
     monkeypatch.setattr(profiles, "detect_gpus", list)
+    monkeypatch.setattr(backend, "vllm_cpu_build", lambda: False)  # the CUDA wheel, or none
     for has_vllm in (False, True):
         monkeypatch.setattr(backend, "vllm_available", lambda v=has_vllm: v)
         with pytest.raises(BackendUnavailable) as caught:

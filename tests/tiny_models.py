@@ -61,30 +61,32 @@ def build_tokenizer(directory: Path, *, chat_template: bool = True) -> object:
     return fast
 
 
-def _config(arch: str, vocab: int, eos: int, bos: int) -> object:
+def _config(arch: str, vocab: int, eos: int, bos: int, *, wide: bool = False) -> object:
     import transformers as tf
 
+    # head_dim 16 by default; `wide`: 64, which vLLM's CPU attention supports (16 fails there)
+    hidden, heads, kv_heads, head_dim = (128, 2, 1, 64) if wide else (64, 4, 2, 16)
     common = {
         "vocab_size": vocab,
-        "hidden_size": 64,
-        "intermediate_size": 128,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "num_attention_heads": heads,
         "max_position_embeddings": 256,
         "eos_token_id": eos,
         "bos_token_id": bos,
         "pad_token_id": 0,
     }
     if arch == "llama":
-        return tf.LlamaConfig(num_key_value_heads=2, **common)
+        return tf.LlamaConfig(num_key_value_heads=kv_heads, **common)
     if arch == "qwen3":
-        return tf.Qwen3Config(num_key_value_heads=2, head_dim=16, **common)
+        return tf.Qwen3Config(num_key_value_heads=kv_heads, head_dim=head_dim, **common)
     if arch == "gpt_neox":
         return tf.GPTNeoXConfig(rotary_pct=0.25, **common)
     if arch == "gemma3":
         return tf.Gemma3TextConfig(
-            num_key_value_heads=2,
-            head_dim=16,
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
             sliding_window=16,
             layer_types=["sliding_attention", "full_attention"],
             **common,
@@ -92,8 +94,11 @@ def _config(arch: str, vocab: int, eos: int, bos: int) -> object:
     raise ValueError(arch)
 
 
-def build_model(directory: Path, arch: str = "llama", *, seed: int = 0) -> Path:
-    """Save a tiny random `arch` model plus tokenizer into `directory`; returns it."""
+def build_model(directory: Path, arch: str = "llama", *, seed: int = 0, wide: bool = False) -> Path:
+    """Save a tiny random `arch` model plus tokenizer into `directory`; returns it.
+
+    `wide`: head_dim 64 (hidden 128, 2 heads, 1 KV head), a shape vLLM's CPU build runs.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -102,7 +107,7 @@ def build_model(directory: Path, arch: str = "llama", *, seed: int = 0) -> Path:
     eos = tok.convert_tokens_to_ids("<|end|>")  # type: ignore[attr-defined]
     bos = tok.convert_tokens_to_ids("<|bos|>")  # type: ignore[attr-defined]
     torch.manual_seed(seed)
-    config = _config(arch, len(tok), eos, bos)  # type: ignore[arg-type]
+    config = _config(arch, len(tok), eos, bos, wide=wide)  # type: ignore[arg-type]
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory, safe_serialization=True)
     return directory

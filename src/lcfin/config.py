@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lcfin.errors import InvalidParameter
+
 __all__ = ["DEPLOYMENT_ENV_PROFILES", "Settings", "get_settings"]
 
 #: The seed's `DEPLOYMENT_ENV` values and the profile each one selects.
@@ -81,7 +83,11 @@ class Settings(BaseSettings):
         description="Model cache root; /data/.huggingface when /data is writable (seed HF_HOME).",
     )
     backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="Inference backend: auto (vLLM on a CUDA GPU), transformers or vllm."
+        "auto",
+        description=(
+            "Inference backend: auto (vLLM where the profile prefers it and it can run: a CUDA "
+            "GPU, or vLLM's CPU build on the cpu-vllm profile), transformers or vllm."
+        ),
     )
     catalog: Path | None = Field(
         None, description="A user TOML file whose [models.*] and [profiles.*] extend the catalog."
@@ -97,8 +103,33 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the lcfin loggers.")
 
+    # -- model switching (docs/switching.md) ---------------------------------------------------
+    sleep_mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Build vLLM engines with sleep mode, so that a model switched away from can sleep "
+            "in host RAM (the warm tier): auto = on CUDA GPU profiles only, where vLLM supports "
+            "it; on (refused without a GPU); off."
+        ),
+    )
+    warm_models: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description=(
+            "Models kept asleep in the warm tier (vLLM sleep mode, level 1: weights in host "
+            "RAM, woken in seconds instead of reloaded) when host RAM allows; 0 turns it off."
+        ),
+    )
+
     # -- server ------------------------------------------------------------------------------
-    host: str = Field("0.0.0.0", description="Address `lcfin serve` binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address `lcfin serve` binds to; a non-loopback one (0.0.0.0) needs API keys or "
+            "LCFIN_ALLOW_UNAUTHENTICATED."
+        ),
+    )
     port: int = Field(
         8000,
         ge=1,
@@ -109,19 +140,54 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None,
         description=(
-            "Comma-separated API keys, or the path of a file with one key per line; when set, "
-            "every route except /health and /health/ready needs `Authorization: Bearer <key>`."
+            "Comma-separated API keys, or the path of a file with one key per line (a value "
+            "starting with /, ~ or . is a path; a missing, unreadable or empty file refuses to "
+            "start); when set, every route except /health and /health/ready needs "
+            "`Authorization: Bearer <key>`."
         ),
     )
     admin_key: SecretStr | None = Field(
         None,
         description=(
-            "Key for admin routes (/load-model). With API keys set and no admin key, admin "
-            "routes are refused."
+            "Key for admin routes (/load-model, /metrics, /analytics). With API keys set, or a "
+            "non-loopback bind, and no admin key, admin routes are refused."
+        ),
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description=(
+            "Let `lcfin serve` listen beyond loopback with no API keys (every non-admin route "
+            "open to the network; a warning at every start); off: such a bind refuses to start."
+        ),
+    )
+    allowed_hosts: str = Field(
+        "",
+        description=(
+            "Comma-separated Host header names accepted besides the loopback names "
+            "('*.example.com' wildcards, '*' for any); checked while API keys are off, and "
+            "always once set (stops DNS rebinding)."
+        ),
+    )
+    trusted_proxies: str = Field(
+        "",
+        description=(
+            "Comma-separated proxy addresses (IPs or CIDRs) whose X-Forwarded-For / "
+            "X-Forwarded-Proto are believed; empty: none, the TCP peer is the client."
         ),
     )
     allow_any_model: bool = Field(
-        False, description="Let /load-model load any hub repo id, not only catalog aliases."
+        False,
+        description=(
+            "Let /load-model load any hub repo id (org/name), not only catalog aliases; never "
+            "a local directory (see LCFIN_LOCAL_MODELS_ROOT)."
+        ),
+    )
+    local_models_root: Path | None = Field(
+        None,
+        description=(
+            "Directory whose model sub-directories /load-model may load by path; unset: "
+            "clients cannot load local directories."
+        ),
     )
     force_include_usage: bool = Field(
         False, description="Always send the usage chunk in streams, even if the client did not ask."
@@ -131,6 +197,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         4 * 2**20, gt=0, description="Largest accepted request body in bytes (413 above)."
+    )
+    ui: bool = Field(
+        True,
+        description=(
+            "Serve the web console (chat playground and operations dashboard) at /ui. The page "
+            "holds no data and every API call it makes needs the same keys as any client "
+            "(docs/ui.md); false: /ui and / answer 404."
+        ),
+    )
+    ui_frame_ancestors: str = Field(
+        "",
+        description=(
+            "Origins allowed to show the console in a frame (CSP frame-ancestors), e.g. "
+            "'https://huggingface.co' for a Space page; empty: no framing."
+        ),
     )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests before exiting."
@@ -153,11 +234,28 @@ class Settings(BaseSettings):
     max_messages: int = Field(
         1024, gt=0, description="Most messages one chat request may carry (400 above)."
     )
+    max_prompts: int = Field(
+        32,
+        gt=0,
+        description=(
+            "Most prompts one /v1/completions request may list (400 naming `prompt` above); "
+            "a list is admitted, rate-limited and cancelled as a unit."
+        ),
+    )
+    on_engine_death: Literal["restart", "exit"] = Field(
+        "restart",
+        description=(
+            "When the engine process dies (vLLM's EngineCore): 'restart' reloads the model in "
+            "this process with backoff (1 s, doubling to 60 s); 'exit' makes `lcfin serve` exit "
+            "with code 6 so that a supervisor restarts it. Meanwhile /health says failed."
+        ),
+    )
     rate_limits: str = Field(
         "",
         description=(
-            "Per-key rate limits for generation routes, e.g. '60rpm,100000tpm' (requests and "
-            "tokens per minute); keyed by API key id, or by client IP without keys; empty: off."
+            "Per-key rate limits for generation routes, e.g. '60rpm,100000tpm' (requests, each "
+            "prompt of a list counting as one, and tokens per minute); keyed by API key id, or "
+            "by client address without keys; empty: off."
         ),
     )
 
@@ -189,12 +287,32 @@ class Settings(BaseSettings):
         description="Days audit texts are kept; older ones are purged (hourly and at start).",
     )
 
+    # -- Responses API (docs/server.md) ---------------------------------------------------------
+    response_store: bool = Field(
+        True,
+        description=(
+            "Keep responses created with `store: true` (the Responses API's default) in the "
+            "usage database, for `previous_response_id` and GET/DELETE /v1/responses/{id}; "
+            "false (or LCFIN_USAGE_DB=off): responses are never stored and `store: true` is a 400."
+        ),
+    )
+    response_store_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a stored response is kept; then it is deleted (GET answers 404).",
+    )
+    response_store_max_bytes: int = Field(
+        256 * 2**20,
+        gt=0,
+        description="Total size of the stored responses; past it the oldest are deleted first.",
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.use_vllm is True and self.profile_name == "cpu":
-            raise ValueError("USE_VLLM=true contradicts the 'cpu' profile; unset one of them")
         if self.use_vllm is True and self.backend == "transformers":
             raise ValueError("USE_VLLM=true contradicts LCFIN_BACKEND=transformers")
+        if self.sleep_mode == "on" and self.profile_name == "cpu":
+            raise ValueError("LCFIN_SLEEP_MODE=on needs a CUDA GPU; the 'cpu' profile has none")
         return self
 
     @property
@@ -217,15 +335,26 @@ class Settings(BaseSettings):
         return secret.get_secret_value() if secret is not None else False
 
     def api_key_list(self) -> list[str]:
-        """The configured API keys (from the comma list or the key file); empty: auth off."""
+        """The configured API keys (from the comma list or the key file); empty: auth off.
+
+        Raises:
+            InvalidParameter: LCFIN_API_KEYS is set but names a missing, unreadable or empty
+                file, or holds no key: auth must never switch off (or on a wrong key) silently.
+        """
         if self.api_keys is None:
             return []
         raw = self.api_keys.get_secret_value().strip()
-        path = Path(raw).expanduser()
-        if "," not in raw and path.is_file():
-            lines = path.read_text().splitlines()
-            return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        return [key.strip() for key in raw.split(",") if key.strip()]
+        if "," not in raw and (raw.startswith(KEY_FILE_PREFIXES) or Path(raw).is_file()):
+            keys = _read_key_file(Path(raw).expanduser())
+        else:
+            keys = [key.strip() for key in raw.split(",") if key.strip()]
+        if not keys:
+            raise InvalidParameter(
+                "LCFIN_API_KEYS is set but holds no key",
+                param="LCFIN_API_KEYS",
+                hint="give comma-separated keys or a file with one key per line, or unset it",
+            )
+        return keys
 
     def usage_db_target(self) -> str | None:
         """The ledger's SQLite path or SQLAlchemy URL; None when it is off."""
@@ -239,6 +368,31 @@ class Settings(BaseSettings):
     def token_name_for(self, repo_id: str) -> str:
         """The environment variable that holds the token for `repo_id` (for error messages)."""
         return "HF_TOKEN_LC" if repo_id.startswith(LINGUACUSTODIA_ORG) else "HF_TOKEN"
+
+
+#: A LCFIN_API_KEYS value starting with one of these is a key file's path, never a key.
+KEY_FILE_PREFIXES = ("/", "~", ".")
+
+
+def _read_key_file(path: Path) -> list[str]:
+    """The keys of a key file: one per line, blank lines and `#` comments skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "does not exist" if isinstance(exc, FileNotFoundError) else "cannot be read"
+        raise InvalidParameter(
+            f"LCFIN_API_KEYS names a key file that {reason} ({type(exc).__name__})",
+            param="LCFIN_API_KEYS",
+            hint="fix the path or the file's permissions; the server will not start without it",
+        ) from None
+    keys = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not keys:
+        raise InvalidParameter(
+            "LCFIN_API_KEYS names a key file with no key in it",
+            param="LCFIN_API_KEYS",
+            hint="put one key per line in the file (lines starting with # are comments)",
+        )
+    return keys
 
 
 @lru_cache(maxsize=1)

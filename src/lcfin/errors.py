@@ -3,9 +3,12 @@
     LcfinError                      500 server_error            exit 1
      ├── InvalidParameter           400 invalid_request_error   exit 2   (also ValueError)
      │    ├── ContextLengthExceeded 400 context_length_exceeded exit 2
-     │    └── PayloadTooLarge       413 payload_too_large       exit 2
+     │    ├── MethodNotAllowed      405 method_not_allowed      exit 2
+     │    ├── PayloadTooLarge       413 payload_too_large       exit 2
+     │    └── UnsupportedMediaType  415 unsupported_media_type  exit 2
      ├── InvalidCatalog             500 server_error            exit 2   (also ValueError)
      ├── ModelNotFound              404 model_not_found         exit 4   (also LookupError)
+ ├── NotFound                   404 not_found               exit 1   (also LookupError)
      ├── Unauthorized               401 invalid_api_key         exit 5
      │    ├── GatedModel            403 gated_model             exit 5
      │    └── Forbidden             403 insufficient_permissions exit 5
@@ -46,9 +49,11 @@ __all__ = [
     "InvalidCatalog",
     "InvalidParameter",
     "LcfinError",
+    "MethodNotAllowed",
     "ModelLoadFailed",
     "ModelLoading",
     "ModelNotFound",
+    "NotFound",
     "OutputTruncated",
     "Overloaded",
     "PayloadTooLarge",
@@ -56,6 +61,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 EXIT_OK = 0
@@ -167,6 +173,20 @@ class PayloadTooLarge(InvalidParameter):
     openai_code = "payload_too_large"
 
 
+class MethodNotAllowed(InvalidParameter):
+    """The HTTP method is not served (OPTIONS outside an allowed CORS preflight)."""
+
+    http_status = 405
+    openai_code = "method_not_allowed"
+
+
+class UnsupportedMediaType(InvalidParameter):
+    """A request body that is not JSON."""
+
+    http_status = 415
+    openai_code = "unsupported_media_type"
+
+
 class InvalidCatalog(LcfinError, ValueError):
     """A models/profiles TOML file has a bad entry."""
 
@@ -181,6 +201,17 @@ class ModelNotFound(LcfinError, LookupError):
     openai_type = "invalid_request_error"
     openai_code = "model_not_found"
     exit_code = EXIT_MODEL_NOT_FOUND
+
+
+class NotFound(LcfinError, LookupError):
+    """A stored object (a response of the Responses API) does not exist, expired, or is not yours.
+
+    The same answer for all three, so that another key cannot learn that an id exists.
+    """
+
+    http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "not_found"
 
 
 class Unauthorized(LcfinError):

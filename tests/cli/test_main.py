@@ -59,7 +59,7 @@ def test_every_help_text_is_shown_as_written(name: str) -> None:
 
 def test_the_help_texts_with_brackets_survive() -> None:
     serve = _words(runner.invoke(app, ["serve", "--help"], terminal_width=200).stdout)
-    assert "Bind address [default: LCFIN_HOST or 0.0.0.0]." in serve
+    assert "Bind address [default: LCFIN_HOST or 127.0.0.1]; see docs/security.md." in serve
     assert "Port to listen on [default: PORT or 8000]." in serve
     usage = _words(runner.invoke(app, ["usage", "--help"], terminal_width=200).stdout)
     assert "Write a PNG chart (lcfin[plot])." in usage

@@ -14,7 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
-from lcfin.engine.grammar import check_schema
+from lcfin.engine.structured import check_schema
 from lcfin.engine.types import Completion, Delta, ResponseFormat, SamplingParams
 from lcfin.errors import InvalidParameter, OutputTruncated
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from typing import Any
 
 import pytest
 
@@ -141,16 +142,39 @@ def test_context_length_exceeded(make_llm):
     assert {r.model for r in records} == {llm.model}
 
 
+def test_a_refused_batch_is_recorded_once_per_generation(make_llm):
+    llm = make_llm("llama", max_model_len=96)
+    long = " ".join(["The liquidity coverage ratio requires banks to hold liquid assets."] * 8)
+
+    async def admit(sources: list[str], **kw: Any) -> None:
+        async with llm.abatch(sources, **kw):
+            pytest.fail("the batch was admitted")
+
+    with pytest.raises(ContextLengthExceeded):  # the second prompt does not fit: none runs
+        asyncio.run(admit(["Q", long], raw=True, n=2, request_id="cmpl-1", max_tokens=4))
+    with pytest.raises(InvalidParameter, match="at most"):  # more than ever runs at once
+        asyncio.run(admit([Q], n=10_000, request_id="chat-2"))
+
+    records = llm.recent_requests()  # each generation asked for once; a request too big once
+    ids = ["cmpl-1-0-0", "cmpl-1-0-1", "cmpl-1-1-0", "cmpl-1-1-1", "chat-2"]
+    assert [r.request_id for r in records] == ids
+    assert [r.error_code for r in records] == ["context_length_exceeded"] * 4 + ["invalid_value"]
+    assert {(r.status, r.finish_reason, r.completion_tokens) for r in records} == {
+        ("error", "rejected", 0)
+    }
+
+
 # -- model management ---------------------------------------------------------------------------
 
 
-def test_switching_between_two_models(make_llm, tiny_models):
+@pytest.mark.any_backend
+def test_switching_between_two_models(make_llm, tiny_models, backend):
     llm = make_llm("llama")
     qwen = str(tiny_models["qwen3"])
     spec = llm.switch(qwen)
     st = llm.status()
     assert spec.name == st.model == llm.model == qwen
-    assert (st.state, st.backend, st.profile) == ("ready", "transformers", "cpu")
+    assert (st.state, st.backend, st.profile) == ("ready", backend.kind, backend.profile)
     assert st.load_time_s is not None
     assert st.load_time_s >= 0
     assert llm.chat(Q, **GREEDY).model == qwen
@@ -211,6 +235,7 @@ async def test_status_is_loading_while_a_switch_runs(make_llm, tiny_models):
     assert (st.state, st.loading_model, st.model) == ("ready", None, qwen)
 
 
+@pytest.mark.any_backend
 def test_failed_load_keeps_the_previous_model(make_llm, tiny_models, tmp_path):
     llm = make_llm("llama")
     bad = corrupt_copy(tiny_models["llama"], tmp_path / "corrupt")
@@ -301,6 +326,7 @@ def test_bad_messages_raise_invalid_parameter(shared_llm, messages, param):
 # -- sync and async faces -----------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
 async def test_sync_api_works_in_a_running_loop_and_matches_async(shared_llm):
     llm = shared_llm  # called synchronously from a coroutine, as in Jupyter
@@ -321,6 +347,7 @@ async def test_sync_api_works_in_a_running_loop_and_matches_async(shared_llm):
     assert llm.ask(Q, **GREEDY) == "".join(llm.stream(Q, **GREEDY)) == llm.chat(Q, **GREEDY).text
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("kwargs", "error", "param"),
@@ -349,13 +376,33 @@ async def test_sync_and_async_raise_the_same_errors(shared_llm, kwargs, error, p
     assert raised == [(error, param)] * 6
 
 
+@pytest.mark.any_backend
+def test_sync_then_async_then_sync_on_one_engine_and_several_loops(make_llm):
+    # Issue 15: vLLM ties its output handler to the first loop that generates; a notebook's
+    # llm.chat() runs on FinancialLLM's loop, `await llm.achat()` on Jupyter's. Both must work,
+    # in either order, and from loops that come and go (asyncio.run closes its loop).
+    llm = make_llm("llama")
+    first = llm.chat(Q, **GREEDY).text
+
+    async def a_chat() -> str:
+        return (await llm.achat(Q, **GREEDY)).text
+
+    async def a_stream() -> str:
+        return "".join([c async for c in llm.astream(Q, **GREEDY)])
+
+    assert asyncio.run(a_chat()) == first  # a second loop, closed after
+    assert asyncio.run(a_stream()) == first  # a third one
+    assert llm.chat(Q, **GREEDY).text == first  # and the first loop again
+
+
 # -- stats, records, repr ---------------------------------------------------------------------
 
 
-def test_stats_and_repr(make_llm, tiny_models):
+@pytest.mark.any_backend
+def test_stats_and_repr(make_llm, tiny_models, backend):
     llm = make_llm("llama")
-    a = llm.chat(Q, **GREEDY)
-    b = llm.complete(Q, max_tokens=3, temperature=0.0)
+    a = llm.chat(Q, **GREEDY, ignore_eos=True)
+    b = llm.complete(Q, max_tokens=3, temperature=0.0, ignore_eos=True)
 
     stats = llm.stats()
 
@@ -367,10 +414,12 @@ def test_stats_and_repr(make_llm, tiny_models):
     assert [r.request_id for r in llm.recent_requests()] == [a.request_id, b.request_id]
     text = repr(llm)
     assert text.startswith("FinancialLLM(")
-    assert all(part in text for part in (str(tiny_models["llama"]), "'transformers'", "'cpu'"))
+    parts = (str(tiny_models["llama"]), f"'{backend.kind}'", f"'{backend.profile}'")
+    assert all(part in text for part in parts)
 
 
-def test_record_hooks_receive_one_record_per_request(make_llm, tiny_models):
+@pytest.mark.any_backend
+def test_record_hooks_receive_one_record_per_request(make_llm, tiny_models, backend):
     llm = make_llm("llama")
     seen = []
 
@@ -389,7 +438,7 @@ def test_record_hooks_receive_one_record_per_request(make_llm, tiny_models):
     assert first.prompt_tokens == c.usage.prompt_tokens
     assert first.completion_tokens == c.usage.completion_tokens
     assert first.model == str(tiny_models["llama"])
-    assert (first.backend, first.profile) == ("transformers", "cpu")
+    assert (first.backend, first.profile) == (backend.kind, backend.profile)
     assert (first.status, first.error, first.endpoint) == ("ok", None, "library")
     assert first.latency_s > 0
     assert first.time_to_first_token_s is not None

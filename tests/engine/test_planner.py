@@ -252,3 +252,46 @@ def test_to_dict_is_json_serialisable() -> None:
     assert set(data) == {f.name for f in dataclasses.fields(MemoryPlan)}
     assert data["fits"] is True
     assert data["tensor_parallel_size"] == 2
+
+
+# -- vLLM's CPU build (the cpu-vllm profile) -------------------------------------------------
+
+LLAMA_25M = Architecture(
+    num_layers=8, hidden_size=512, intermediate_size=1376, num_attention_heads=8,
+    num_kv_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=2048,
+)  # fmt: skip
+
+
+def test_cpu_vllm_reproduces_the_measured_kv_line_of_a_25m_llama() -> None:
+    """VLLM-NOTES section 9: 'CPU KV cache size: 131,072 tokens, Maximum concurrency for 512
+    tokens per request: 256.00x' for this Llama in fp32 with a 2 GiB KV cache."""
+    spec = ModelSpec(name="llama-25m", repo_id="x/llama-25m", dtype="float32", arch=LLAMA_25M)
+    prof = _with("cpu-vllm", max_model_len=512, max_num_seqs=256)
+    plan = plan_memory(spec, prof)
+    block = 128 * 2 * 4 * 64 * 4 * 8  # block_size x K,V x kv heads x head_dim x fp32 x layers
+    assert plan.kv_cache_bytes == 2 * GIB == 1024 * block  # 256 requests x 4 blocks: the cap
+    assert (plan.kv_cache_tokens, plan.max_concurrency) == (131_072, 256.0)
+    assert plan.fits
+    assert not plan.on_gpu
+    assert "in RAM" in plan.reason
+
+
+def test_cpu_vllm_kv_cache_is_what_the_ram_budget_leaves_when_that_is_less() -> None:
+    spec = ModelSpec(name="llama-25m", repo_id="x/llama-25m", dtype="float32", arch=LLAMA_25M)
+    prof = _with("cpu-vllm", max_model_len=512, max_num_seqs=256, ram_budget_gib=3.0)
+    plan = plan_memory(spec, prof)
+    left = 3.0 - plan.weights_gib - plan.activations_gib - plan.overhead_gib
+    assert plan.overhead_gib == 2.0  # frontend + EngineCore + worker processes
+    assert plan.kv_cache_gib == pytest.approx(left, abs=2e-3)
+    assert plan.kv_cache_bytes % (2 * 2**20) == 0  # whole 2 MiB blocks
+    assert 0 < plan.max_concurrency < 256
+    starved = plan_memory(spec, _with("cpu-vllm", ram_budget_gib=2.0))
+    assert not starved.fits
+    assert "in RAM" in starved.reason
+
+
+def test_the_demo_model_fits_cpu_vllm_in_a_small_share_of_its_budget() -> None:
+    plan = plan_memory("demo", "cpu-vllm")
+    assert plan.fits, plan.reason
+    assert plan.max_concurrency == pytest.approx(32.0)  # capped at max_num_seqs
+    assert plan.kv_cache_gib < 1.0  # not the whole 16 GiB RAM budget

@@ -8,7 +8,7 @@ import pytest
 
 from lcfin import InvalidCatalog, InvalidParameter, list_profiles, load_profile
 from lcfin.engine import profiles as profiles_mod
-from lcfin.engine.profiles import GpuInfo
+from lcfin.engine.profiles import GpuInfo, profile_for_backend
 
 
 def test_seed_hf_l40() -> None:
@@ -45,9 +45,38 @@ def test_unknown_profile_lists_choices() -> None:
     assert info.value.param == "profile"
 
 
-def test_auto_without_gpu_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("cpu_build", "expected"), [(False, "cpu"), (True, "cpu-vllm")])
+def test_auto_without_gpu_is_cpu_or_cpu_vllm(monkeypatch, cpu_build, expected) -> None:
+    # Which vLLM is installed is an install-time edge: the check is replaced by a fixed answer.
+    import lcfin.engine.backend as backend_mod
+
     monkeypatch.setattr(profiles_mod, "detect_gpus", list)
-    assert load_profile("auto").name == "cpu"
+    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: cpu_build)
+    assert load_profile("auto").name == expected
+
+
+def test_cpu_vllm_profile_has_a_ram_budget_and_no_gpu_fraction() -> None:
+    p = load_profile("cpu-vllm")
+    assert (p.backend, p.gpu_count, p.is_gpu) == ("vllm", 0, False)
+    assert (p.block_size, p.enforce_eager, p.dtype) == (128, True, "float32")
+    assert p.ram_budget_gib > 0
+    assert (p.alternate, load_profile("cpu").alternate) == ("cpu", "cpu-vllm")
+
+
+def test_profile_for_backend_takes_the_alternate_made_for_it() -> None:
+    cpu, cpu_vllm = load_profile("cpu"), load_profile("cpu-vllm")
+    assert profile_for_backend(cpu, "vllm") == cpu_vllm
+    assert profile_for_backend(cpu_vllm, "transformers") == cpu
+    assert profile_for_backend(cpu, "transformers") == cpu
+    l40s = load_profile("scw-l40s")  # no alternate: the Transformers backend runs it as it is
+    assert profile_for_backend(l40s, "transformers") == l40s
+
+
+def test_a_cpu_vllm_profile_needs_a_ram_budget(tmp_path: Path) -> None:
+    user = tmp_path / "p.toml"
+    user.write_text('[profiles.x]\nbackend = "vllm"\ngpu_count = 0\nram_budget_gib = 0\n')
+    with pytest.raises(InvalidCatalog, match="ram_budget_gib"):
+        list_profiles(user)
 
 
 def test_auto_matches_detected_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

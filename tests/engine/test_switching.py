@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -33,7 +34,8 @@ from lcfin.errors import (
     ModelLoadFailed,
     ModelLoading,
 )
-from tests.engine.test_vllm_backend import FakeAsyncLLM, install_fake_vllm
+from tests.backends import BackendUnderTest
+from tests.engine.conftest import RecordingLLM
 
 
 def corrupt_copy(src, dst):
@@ -101,9 +103,11 @@ def test_unknown_size_drains_on_a_gpu_only() -> None:
 GREEDY = SamplingParams(max_tokens=4, temperature=0.0)
 
 
-def manager(**kw: Any) -> ModelManager:
-    settings = Settings()
-    return ModelManager(settings, load_profile("cpu", settings.catalog), "transformers", **kw)
+def manager(backend: BackendUnderTest, **kw: Any) -> ModelManager:
+    settings = backend.settings()
+    return ModelManager(
+        settings, load_profile(backend.profile, settings.catalog), backend.kind, **kw
+    )
 
 
 async def generate_once(mgr: ModelManager) -> str:
@@ -121,18 +125,23 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(tiny_models):
-    mgr = manager()
+async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(
+    tiny_models, backend, load_gate
+):
+    mgr = manager(backend)
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
+        load_gate.close()  # the new model's load waits while the test looks
         task = asyncio.create_task(mgr.load(qwen))
         await wait_for(lambda: mgr.status().strategy is not None)
         st = mgr.status()
         assert (st.state, st.strategy, st.model) == ("loading", "blue_green", llama)
         assert st.serving  # what /health/ready reports: ready all through a blue/green switch
         assert await generate_once(mgr) == llama  # still serving
+        load_gate.open()
         await task
         assert (mgr.status().state, mgr.status().model, mgr.status().strategy) == (
             "ready",
@@ -143,9 +152,12 @@ async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(tiny
         mgr.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(tiny_models):
-    mgr = manager(strategy="drain_and_swap")
+async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(
+    tiny_models, backend
+):
+    mgr = manager(backend, strategy="drain_and_swap")
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
@@ -171,9 +183,10 @@ async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(
         mgr.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.asyncio
-async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models):
-    mgr = manager(strategy="drain_and_swap", drain_timeout_s=0.05)
+async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models, backend):
+    mgr = manager(backend, strategy="drain_and_swap", drain_timeout_s=0.05)
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     await mgr.load(llama)
     try:
@@ -185,7 +198,8 @@ async def test_a_drain_that_times_out_closes_the_old_model_anyway(tiny_models):
         mgr.close()
 
 
-def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models):
+@pytest.mark.any_backend
+def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models, backend):
     llm = make_llm("llama")
     qwen = str(tiny_models["qwen3"])
     llm.switch(qwen, switch_strategy="drain_and_swap")
@@ -196,9 +210,10 @@ def test_switch_strategy_can_be_forced_per_load(make_llm, tiny_models):
     assert info.value.param == "switch_strategy"
     assert llm.model == qwen
     with pytest.raises(InvalidParameter):
-        manager(strategy="sideways")
+        manager(backend, strategy="sideways")
 
 
+@pytest.mark.any_backend
 def test_failed_drain_and_swap_restores_the_previous_model(make_llm, tiny_models, tmp_path):
     llm = make_llm("llama")
     llama = str(tiny_models["llama"])
@@ -236,7 +251,7 @@ def test_a_failed_switch_names_the_failed_model_and_keeps_the_served_ones_load_t
 
 @pytest.mark.asyncio
 async def test_transformers_refuses_a_model_that_cannot_fit_before_unloading(tiny_models):
-    mgr = manager()  # the cpu profile: a 16 GiB RAM budget
+    mgr = manager(BackendUnderTest("transformers", "cpu"))  # the cpu profile: 16 GiB of RAM
     llama = str(tiny_models["llama"])
     await mgr.load(llama)
     try:
@@ -289,29 +304,6 @@ def test_when_the_restore_fails_too_both_reasons_are_reported(make_llm, tiny_mod
 # -- the vLLM path over the stand-in engine ------------------------------------------------------
 
 
-class RecordingLLM(FakeAsyncLLM):
-    """The stand-in AsyncLLM, logging when engines start and stop."""
-
-    events: ClassVar[list[str]] = []
-
-    @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
-        cls.events.append(f"start {engine_args.kwargs['served_model_name']}")
-        return super().from_engine_args(engine_args)
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        self.events.append(f"stop {self.args.kwargs['served_model_name']}")
-        super().shutdown(timeout)
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    install_fake_vllm(monkeypatch)
-    sys.modules["vllm.v1.engine.async_llm"].AsyncLLM = RecordingLLM  # type: ignore[attr-defined]
-    RecordingLLM.events = []
-    return RecordingLLM.events
-
-
 def vllm_manager(profile: str = "scw-l40s") -> ModelManager:
     settings = Settings()
     return ModelManager(settings, load_profile(profile, settings.catalog), "vllm")
@@ -355,5 +347,38 @@ async def test_vllm_refuses_a_model_that_cannot_fit_before_unloading(fake_vllm, 
         st = mgr.status()
         assert (st.state, st.model) == ("failed", llama)
         assert "does not fit" in (st.error or "")
+    finally:
+        mgr.close()
+
+
+class ThreadRecordingLLM(RecordingLLM):
+    """The stand-in AsyncLLM, noting which thread each shutdown ran in."""
+
+    threads: ClassVar[list[threading.Thread]] = []
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.threads.append(threading.current_thread())
+        super().shutdown(timeout)
+
+
+@pytest.mark.asyncio
+async def test_engines_close_off_the_event_loop(fake_vllm, tiny_models):
+    # A vLLM shutdown blocks for seconds: neither a blue/green swap nor the end of a retired
+    # model's last request may run it on the serving loop.
+    sys.modules["vllm.v1.engine.async_llm"].AsyncLLM = ThreadRecordingLLM  # type: ignore[attr-defined]
+    ThreadRecordingLLM.threads = []
+    loop_thread = threading.current_thread()
+    mgr = vllm_manager()
+    llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
+    try:
+        await mgr.load(llama, gpu_memory_utilization=0.45)
+        await mgr.load(qwen, gpu_memory_utilization=0.45)  # blue/green, old one idle
+        assert fake_vllm[-1] == f"stop {llama}"  # closed before the switch returned
+        async with mgr.lease():  # a request on qwen while llama comes back
+            await mgr.load(llama, gpu_memory_utilization=0.45)
+            assert fake_vllm[-1] == f"start {llama}"  # qwen is busy: not closed yet
+        await wait_for(lambda: fake_vllm[-1] == f"stop {qwen}")  # its last request ended
+        assert len(ThreadRecordingLLM.threads) == 2
+        assert loop_thread not in ThreadRecordingLLM.threads
     finally:
         mgr.close()

@@ -1,18 +1,25 @@
 """Profile + model -> vLLM engine arguments, for every shipped profile; and the pre-flight check.
 
-The mapping is pure, so it is tested here without vLLM; where vllm is importable, a contract test
-also builds the real `AsyncEngineArgs` from the arguments.
+The mapping is pure, so it is tested here without vLLM; in `nox -s vllm` (vLLM's CPU build) a
+contract test also builds the real `AsyncEngineArgs` from the arguments.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from lcfin import DoesNotFit, InvalidParameter, Settings, get_model, list_profiles, load_profile
+from lcfin import (
+    DoesNotFit,
+    InvalidParameter,
+    Settings,
+    get_model,
+    list_profiles,
+    load_profile,
+    plan_memory,
+)
 from lcfin.engine import profiles as profiles_mod
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
@@ -57,6 +64,14 @@ EXPECTED = {
         "max_num_seqs": 128,
     },
     "h100-x2": {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.92},
+    "cpu-vllm": {
+        "max_model_len": 2048,
+        "enforce_eager": True,
+        "dtype": "float32",
+        "block_size": 128,
+        "distributed_executor_backend": None,  # vLLM's CPU build picks "mp" itself
+        "max_num_seqs": 32,
+    },
     "ray-h100-2x4": {
         "tensor_parallel_size": 4,
         "pipeline_parallel_size": 2,
@@ -76,7 +91,12 @@ def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
     prof = load_profile(name)
     spec = get_model("llama3.1-70b")  # 131,072 tokens of context: the profile's length wins
     kw = engine_args(prof, spec, settings)
-    assert kw["gpu_memory_utilization"] == prof.gpu_memory_utilization
+    if prof.is_gpu:
+        assert kw["gpu_memory_utilization"] == prof.gpu_memory_utilization
+        assert "kv_cache_memory_bytes" not in kw
+    else:  # vLLM's CPU build: the planner's KV cache, never a fraction of the machine's RAM
+        assert "gpu_memory_utilization" not in kw
+        assert kw["kv_cache_memory_bytes"] == max(1, plan_memory(spec, prof).kv_cache_bytes)
     assert kw["max_model_len"] == prof.max_model_len
     assert kw["enforce_eager"] is prof.enforce_eager
     assert kw["disable_custom_all_reduce"] is prof.disable_custom_all_reduce
@@ -88,11 +108,19 @@ def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
     assert kw["enable_prefix_caching"] is prof.enable_prefix_caching
     assert kw["distributed_executor_backend"] == executor_backend(prof)
     assert kw["download_dir"] == str(settings.hub_cache)
-    assert kw["disable_log_stats"] is False
+    assert kw["disable_log_stats"] is True  # lcfin's own stat logger reads the scheduler
+    # compact JSON, engine-wide, with a named backend (vLLM ignores the per-request flag)
+    assert kw["structured_outputs_config"] == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
     assert kw["trust_remote_code"] is False
     assert kw["served_model_name"] == "llama3.1-70b"
-    assert "block_size" not in kw  # 16: vLLM chooses
-    assert "enable_sleep_mode" not in kw
+    if prof.block_size == 16:
+        assert "block_size" not in kw  # 16: vLLM chooses
+    else:
+        assert kw["block_size"] == prof.block_size
+    assert ("enable_sleep_mode" in kw) is prof.is_gpu  # LCFIN_SLEEP_MODE=auto: CUDA GPUs only
     assert "language_model_only" not in kw
     for key, value in EXPECTED.get(name, {}).items():
         assert kw[key] == value, key
@@ -282,14 +310,19 @@ def test_check_fits_returns_the_plan(settings: Settings) -> None:
 # -- contract with the real vLLM -----------------------------------------------------------------
 
 
+@pytest.mark.vllm
 @pytest.mark.parametrize("name", VLLM_PROFILES)
 def test_real_async_engine_args_accept_the_mapping(name: str, settings, tiny_models) -> None:
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed (CUDA-only); mapping checked against VLLM-NOTES.md")
-    from vllm.engine.arg_utils import AsyncEngineArgs
+    from lcfin.engine.vllm import _vllm_api
 
     spec = spec_from_directory(tiny_models["llama"])
     kwargs = engine_args(load_profile(name), spec, settings, model_dir=tiny_models["llama"])
-    args = AsyncEngineArgs(**kwargs)
+    args = _vllm_api()["engine_args"](kwargs)  # the real AsyncEngineArgs
+    config = kwargs.pop("structured_outputs_config")
     for key, value in kwargs.items():
         assert getattr(args, key) == value, key
+    built = args.structured_outputs_config  # a StructuredOutputsConfig, validated by vLLM
+    assert (built.backend, built.disable_any_whitespace) == (
+        config["backend"],
+        config["disable_any_whitespace"],
+    )

@@ -32,7 +32,8 @@ from lcfin.engine.vllm import (
     token_prompt,
     wait_for_release,
 )
-from lcfin.errors import ContextLengthExceeded
+from lcfin.engine.vllm_mapping import translate_error
+from lcfin.errors import ContextLengthExceeded, InvalidParameter, LcfinError, Overloaded
 
 # -- stand-ins for vLLM's classes ----------------------------------------------------------------
 
@@ -72,12 +73,16 @@ def out(text, ids, finish=None, stop=None, prompt=(1, 2, 3), rid="r1") -> Reques
 class FakeModelConfig:
     """Stands in for `vllm.config.ModelConfig` (max_model_len, get_diff_sampling_param)."""
 
-    def __init__(self, max_model_len: int, diff: dict[str, Any]) -> None:
+    def __init__(self, max_model_len: int, diff: dict[str, Any], vocab_size: int = 0) -> None:
         self.max_model_len = max_model_len
         self._diff = diff
+        self.vocab_size = vocab_size
 
     def get_diff_sampling_param(self) -> dict[str, Any]:
         return dict(self._diff)
+
+    def get_vocab_size(self) -> int:
+        return self.vocab_size
 
 
 class FakeAsyncLLM:
@@ -99,12 +104,22 @@ class FakeAsyncLLM:
             get_num_unfinished_requests=lambda: self.unfinished
         )
         self.gate: asyncio.Event | None = None
+        #: After this many outputs the request runs on without output (a long generation).
+        self.hold_after: int | None = None
         FakeAsyncLLM.instances.append(self)
 
+    errored = False  # AsyncLLM.errored: True once EngineCore has died
+
     @classmethod
-    def from_engine_args(cls, engine_args: Any) -> FakeAsyncLLM:
+    def from_engine_args(cls, engine_args: Any, stat_loggers: Any = None) -> FakeAsyncLLM:
+        from transformers import AutoTokenizer
+
         max_len = engine_args.kwargs.get("max_model_len", 256)
-        return cls(max_model_len=max_len, args=engine_args)
+        tokenizer = AutoTokenizer.from_pretrained(engine_args.kwargs["tokenizer"])  # the real one
+        engine = cls(max_model_len=max_len, args=engine_args, tokenizer=tokenizer)
+        engine.model_config.vocab_size = len(tokenizer)
+        engine.stat_loggers = stat_loggers
+        return engine
 
     def get_tokenizer(self) -> Any:
         return self.tokenizer
@@ -113,9 +128,11 @@ class FakeAsyncLLM:
         self.generated.append((prompt, sampling_params, request_id))
         finished = False
         try:
-            for item in self.script:
+            for n, item in enumerate(self.script):
                 if self.gate is not None:
                     await self.gate.wait()
+                if self.hold_after is not None and n >= self.hold_after:
+                    await asyncio.Event().wait()  # until aborted (cancelled)
                 await asyncio.sleep(0)
                 finished = item.finished
                 yield item
@@ -163,9 +180,14 @@ def install_fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
             "vllm.v1",
             "vllm.v1.engine",
             "vllm.v1.engine.async_llm",
+            "vllm.v1.metrics",
+            "vllm.v1.metrics.loggers",
             "vllm.inputs",
+            "vllm.config",
         )
     }
+    mods["vllm.config"].StructuredOutputsConfig = types.SimpleNamespace  # type: ignore[attr-defined]
+    mods["vllm.v1.metrics.loggers"].StatLoggerBase = object  # type: ignore[attr-defined]
     mods["vllm.engine.arg_utils"].AsyncEngineArgs = FakeEngineArgs  # type: ignore[attr-defined]
     mods["vllm.sampling_params"].SamplingParams = dict  # type: ignore[attr-defined]
     mods["vllm.sampling_params"].RequestOutputKind = types.SimpleNamespace(DELTA="DELTA")  # type: ignore[attr-defined]
@@ -175,8 +197,19 @@ def install_fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, module)
 
 
+OPEN: list[VLLMBackend] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_backends() -> Any:
+    """Each VLLMBackend runs an event loop in a thread: stop them after every test."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def backend_over(engine: FakeAsyncLLM, **kw: Any) -> VLLMBackend:
-    return VLLMBackend(
+    backend = VLLMBackend(
         engine,
         model_id="m",
         make_sampling=make_sampling,
@@ -184,6 +217,8 @@ def backend_over(engine: FakeAsyncLLM, **kw: Any) -> VLLMBackend:
         read_memory=lambda: None,
         **kw,
     )
+    OPEN.append(backend)
+    return backend
 
 
 def request(ids=(1, 2, 3), **params: Any) -> GenerationRequest:
@@ -226,8 +261,34 @@ def test_every_sampling_field_is_mapped() -> None:
         "skip_special_tokens": True,
         "include_stop_str_in_output": False,
         "logprobs": 3,
-        "structured_outputs": {"json": {"type": "object"}, "disable_any_whitespace": True},
+        "structured_outputs": {"json": {"type": "object"}},
+        "logit_bias": None,
     }
+
+
+def test_control_character_tokens_are_banned_under_a_json_format_only(tiny_models) -> None:
+    import math
+
+    from transformers import AutoTokenizer
+
+    from lcfin.engine.vllm_structured import control_token_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    banned = control_token_ids(tok, len(tok))
+    assert banned  # the byte-level vocabulary has "\n", "\t", ...
+    assert all(any(ord(c) < 0x20 for c in tok.decode([i])) for i in banned if tok.decode([i]))
+    fmt = {"type": "json_object"}
+    kw = sampling_kwargs(request(response_format=fmt), 100, banned)
+    assert kw["logit_bias"] == dict.fromkeys(banned, -math.inf)
+    assert sampling_kwargs(request(), 100, banned)["logit_bias"] is None  # free text: none
+
+
+def test_an_unenforceable_schema_keyword_is_refused_before_vllm() -> None:
+    schema = {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    with pytest.raises(InvalidParameter, match="'not'") as info:
+        sampling_kwargs(request(response_format=fmt), 100)
+    assert info.value.param == "response_format"
 
 
 @pytest.mark.parametrize(("top_k", "expected"), [(0, 0), (-1, 0), (1, 1), (50, 50)])
@@ -338,7 +399,7 @@ async def test_generate_streams_deltas_with_mapped_params() -> None:
     assert [d.prompt_tokens for d in deltas] == [3, None]
     assert deltas[-1].finish_reason == "length"
     ((prompt, params, rid),) = engine.generated
-    assert rid == "req-1"
+    assert rid.startswith("req-1-")  # the caller's id + a suffix: unique in the engine
     assert prompt == {"type": "token", "prompt_token_ids": [1, 2, 3], "prompt": "the prompt"}
     assert params["output_kind"] == "DELTA"
     assert (params["max_tokens"], params["seed"]) == (3, 7)
@@ -350,12 +411,14 @@ async def test_generate_streams_deltas_with_mapped_params() -> None:
 async def test_stopping_early_aborts_the_request_in_the_engine() -> None:
     script = [out("a", [1]), out("b", [2]), out("c", [3], finish="stop")]
     engine = FakeAsyncLLM(script)
+    engine.hold_after = 1
     gen = backend_over(engine).generate(request())
     first = await gen.__anext__()
     assert first.text == "a"
     await gen.aclose()  # what `break` and a client disconnect do
-    assert engine.aborted == ["req-1"]
-    assert engine.closed_early == ["req-1"]
+    ((_, _, rid),) = engine.generated
+    assert engine.aborted == [rid]
+    assert engine.closed_early == [rid]
 
 
 @pytest.mark.asyncio
@@ -373,7 +436,48 @@ async def test_cancelling_the_consumer_aborts_the_request() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert engine.aborted == ["req-1"]
+    ((_, _, rid),) = engine.generated
+    assert engine.aborted == [rid]
+
+
+@pytest.mark.asyncio
+async def test_two_requests_with_one_client_id_do_not_abort_each_other() -> None:
+    # A client may send the same X-Request-ID twice; vLLM's abort(id) ends every request
+    # with that id, so the engine must see two ids.
+    engine = FakeAsyncLLM([out("a", [1]), out("b", [2]), out("c", [3], finish="stop")])
+    engine.hold_after = 1
+    backend = backend_over(engine)
+    first, second = backend.generate(request()), backend.generate(request())
+    assert (await first.__anext__()).text == "a"
+    assert (await second.__anext__()).text == "a"
+    await first.aclose()
+    assert engine.aborted  # the first one is gone from the engine ...
+    engine.hold_after = None
+    (_, _, second_id) = engine.generated[1]
+    assert second_id not in engine.aborted  # ... and the second one was not aborted with it
+    await second.aclose()
+    ids = [rid for _, _, rid in engine.generated]
+    assert len(set(ids)) == 2
+    assert engine.aborted == ids  # each by its own id, once
+
+
+def test_the_engine_runs_on_its_own_loop_for_sync_and_async_callers() -> None:
+    engine = FakeAsyncLLM([out("a", [1], finish="stop")])
+    backend = backend_over(engine)
+    seen: list[Any] = []
+    real = engine.generate
+
+    async def recording(*args: Any) -> Any:
+        seen.append(asyncio.get_running_loop())
+        async for item in real(*args):
+            yield item
+
+    engine.generate = recording  # type: ignore[method-assign]
+    for _ in range(2):  # two callers, each on a loop of its own (then closed)
+        assert [d.text for d in asyncio.run(collect(backend, request()))] == ["a"]
+    assert len(seen) == 2
+    assert seen[0] is seen[1]  # both ran on the backend's loop, which outlives the callers
+    assert not seen[0].is_closed()
 
 
 @pytest.mark.asyncio
@@ -391,8 +495,74 @@ async def test_too_long_a_prompt_is_refused_before_the_engine() -> None:
     assert engine.generated == []
 
 
-class EngineDeadError(RuntimeError):
-    """Named like `vllm.v1.engine.exceptions.EngineDeadError`."""
+# Named like vLLM's exception tree (vllm/exceptions.py, vllm/v1/engine/exceptions.py, 0.32).
+class VLLMError(Exception):
+    pass
+
+
+class VLLMClientError(VLLMError):
+    pass
+
+
+class VLLMServerError(VLLMError):
+    pass
+
+
+class VLLMUnprocessableEntityError(VLLMClientError):
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class GracefulHTTPError(VLLMError):
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.message, self.http_status = message, http_status
+
+
+class QueueOverflowError(GracefulHTTPError):
+    def __init__(self) -> None:
+        super().__init__("The engine is currently busy", 503)
+
+
+class EngineGenerateError(VLLMServerError):
+    pass
+
+
+class EngineDeadError(VLLMServerError):
+    pass
+
+
+class GenerationError(VLLMServerError):
+    pass
+
+
+class RetryableRequestError(GenerationError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "status"),
+    [
+        (VLLMUnprocessableEntityError("bad image", parameter="messages"), InvalidParameter, 400),
+        (QueueOverflowError(), Overloaded, 429),
+        (EngineGenerateError(), LcfinError, 500),
+        (EngineDeadError(), BackendUnavailable, 503),
+        (RetryableRequestError("try again"), BackendUnavailable, 503),
+        (GenerationError("boom"), LcfinError, 500),
+    ],
+)
+def test_vllm_errors_map_by_class_hierarchy(exc, expected, status) -> None:
+    mapped = translate_error(exc)
+    assert type(mapped) is expected
+    assert mapped.http_status == status
+    if isinstance(exc, VLLMUnprocessableEntityError):
+        assert mapped.param == "messages"
+
+
+def test_non_vllm_errors_are_not_mapped() -> None:
+    assert translate_error(ValueError("x")) is None
+    assert translate_error(KeyboardInterrupt()) is None
 
 
 @pytest.mark.asyncio
@@ -450,6 +620,7 @@ def test_wait_for_release_gives_up_after_the_timeout() -> None:
 @pytest.mark.asyncio
 async def test_sleep_and_wake_up_reach_the_engine() -> None:
     engine = FakeAsyncLLM()
+    engine.model_config.enable_sleep_mode = True  # type: ignore[attr-defined]  # built for it
     backend = backend_over(engine)
     await backend.sleep(1)
     assert engine.slept == 1
@@ -491,21 +662,34 @@ def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_
 
 
 # -- backend selection ----------------------------------------------------------------------------
+# What is installed and which GPUs NVML sees are edges: both are replaced by fixed answers.
+
+
+def _machine(monkeypatch, *, has_vllm: bool, gpus: int, cpu_build: bool = False) -> None:
+    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
+    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
+    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
 
 
 @pytest.mark.parametrize(
-    ("has_vllm", "gpus", "profile", "use_vllm", "expected"),
+    ("has_vllm", "gpus", "cpu_build", "profile", "use_vllm", "expected"),
     [
-        (True, 1, "scw-l40s", None, "vllm"),
-        (False, 1, "scw-l40s", None, "transformers"),  # vllm not installed
-        (True, 0, "scw-l40s", None, "transformers"),  # no CUDA GPU
-        (True, 1, "scw-l40s", False, "transformers"),  # USE_VLLM=false
-        (True, 1, "cpu", None, "transformers"),  # the profile prefers it
+        (True, 1, False, "scw-l40s", None, "vllm"),
+        (False, 1, False, "scw-l40s", None, "transformers"),  # vllm not installed
+        (True, 0, False, "scw-l40s", None, "transformers"),  # no CUDA GPU
+        (True, 0, True, "scw-l40s", None, "transformers"),  # a GPU profile needs the GPU
+        (True, 1, False, "scw-l40s", False, "transformers"),  # USE_VLLM=false
+        (True, 1, False, "cpu", None, "transformers"),  # the profile prefers it
+        (True, 0, True, "cpu", None, "transformers"),  # ... even with vLLM's CPU build
+        (True, 0, True, "cpu-vllm", None, "vllm"),  # vLLM's CPU build on its profile
+        (True, 0, False, "cpu-vllm", None, "transformers"),  # the CUDA wheel cannot run it
+        (False, 0, False, "cpu-vllm", None, "transformers"),  # nothing installed
     ],
 )
-def test_auto_selection(monkeypatch, caplog, has_vllm, gpus, profile, use_vllm, expected) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
+def test_auto_selection(
+    monkeypatch, caplog, has_vllm, gpus, cpu_build, profile, use_vllm, expected
+) -> None:
+    _machine(monkeypatch, has_vllm=has_vllm, gpus=gpus, cpu_build=cpu_build)
     settings = Settings(use_vllm=use_vllm)
     with caplog.at_level("INFO", logger="lcfin.engine.backend"):
         assert select_backend("auto", load_profile(profile), settings) == expected
@@ -513,21 +697,45 @@ def test_auto_selection(monkeypatch, caplog, has_vllm, gpus, profile, use_vllm, 
 
 
 @pytest.mark.parametrize(
-    ("has_vllm", "gpus", "match"), [(False, 1, "not installed"), (True, 0, "GPU")]
+    ("has_vllm", "gpus", "profile", "match"),
+    [
+        (False, 1, "scw-l40s", "not installed"),
+        (True, 0, "scw-l40s", "GPU"),
+        (True, 0, "cpu", "CPU build is not installed"),
+    ],
 )
-def test_asking_for_vllm_without_it_is_refused(monkeypatch, has_vllm, gpus, match) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
+def test_asking_for_vllm_without_it_is_refused(monkeypatch, has_vllm, gpus, profile, match):
+    _machine(monkeypatch, has_vllm=has_vllm, gpus=gpus)
     with pytest.raises(BackendUnavailable, match=match):
-        select_backend("vllm", load_profile("scw-l40s"), Settings())
+        select_backend("vllm", load_profile(profile), Settings())
 
 
 def test_use_vllm_true_asks_for_vllm(monkeypatch) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: True)
-    monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)])
-    assert (
-        select_backend(
-            "auto", load_profile("cpu"), Settings(use_vllm=True, deployment_env="scaleway")
-        )
-        == "vllm"
-    )
+    _machine(monkeypatch, has_vllm=True, gpus=1)
+    settings = Settings(use_vllm=True, deployment_env="scaleway")
+    assert select_backend("auto", load_profile("scw-l40s"), settings) == "vllm"
+    with pytest.raises(BackendUnavailable, match="CPU build"):  # the CUDA wheel, a CPU profile
+        select_backend("auto", load_profile("cpu"), settings)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "cpu-vllm"])
+def test_vllm_on_cpu_with_the_cpu_build(monkeypatch, profile) -> None:
+    _machine(monkeypatch, has_vllm=True, gpus=0, cpu_build=True)
+    assert select_backend("vllm", load_profile(profile), Settings()) == "vllm"
+    assert select_backend("auto", load_profile(profile), Settings(use_vllm=True)) == "vllm"
+
+
+def test_auto_on_cpu_takes_transformers_for_a_model_the_cpu_build_cannot_run(
+    monkeypatch, caplog
+) -> None:
+    _machine(monkeypatch, has_vllm=True, gpus=0, cpu_build=True)
+    demo = get_model("demo")  # head_dim 48: runs on the CPU build
+    assert demo.arch is not None
+    narrow = demo.model_copy(update={"arch": demo.arch.model_copy(update={"head_dim": 16})})
+    cpu_vllm = load_profile("cpu-vllm")
+    assert select_backend("auto", cpu_vllm, Settings(), demo) == "vllm"
+    with caplog.at_level("INFO", logger="lcfin.engine.backend"):
+        assert select_backend("auto", cpu_vllm, Settings(), narrow) == "transformers"
+    assert "head_dim 16" in caplog.text
+    with pytest.raises(BackendUnavailable, match="head_dim 16"):
+        select_backend("vllm", cpu_vllm, Settings(), narrow)

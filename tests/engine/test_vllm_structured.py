@@ -45,11 +45,11 @@ def test_no_format_no_structured_outputs() -> None:
 
 def test_json_object_and_schema() -> None:
     obj = SamplingParams(response_format={"type": "json_object"})
-    assert structured_outputs_kwargs(obj) == {"json_object": True, "disable_any_whitespace": True}
+    assert structured_outputs_kwargs(obj) == {"json_object": True}
     schema = {"type": "object", "properties": {"lcr": {"type": "number"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     kw = structured_outputs_kwargs(SamplingParams(response_format=fmt))
-    assert kw == {"json": schema, "disable_any_whitespace": True}
+    assert kw == {"json": schema}
 
 
 def test_logprobs_mapping_chosen_and_top_sorted() -> None:
@@ -60,6 +60,15 @@ def test_logprobs_mapping_chosen_and_top_sorted() -> None:
     (entry,) = logprobs_from_output(comp, 2) or ()
     assert (entry.token, entry.logprob, entry.token_id) == (" LCR", -0.5, 5)
     assert entry.top == (("A", -0.1), (" LCR", -0.5))
+
+
+def test_logprobs_leave_out_what_the_grammar_forbids_and_decode_each_token() -> None:
+    inf = float("-inf")
+    positions = [{5: Logprob(-0.5, 1, ""), 6: Logprob(inf, 2, "x"), 7: Logprob(-2.0, 3, "y")}]
+    comp = Comp("\ufffd", [5], positions)
+    (entry,) = logprobs_from_output(comp, 3, decode=lambda ids: f"<{ids[0]}>") or ()
+    assert (entry.token, entry.logprob) == ("<5>", -0.5)  # the tokenizer's text, not ""
+    assert entry.top == (("<5>", -0.5), ("<7>", -2.0))  # no -inf: JSON cannot carry it
 
 
 def test_logprobs_not_asked_or_absent() -> None:

@@ -21,7 +21,8 @@ import pytest
 import uvicorn
 
 from lcfin import FinancialLLM, Settings
-from lcfin.server.app import create_app
+from lcfin.server.app import create_app, uvicorn_options
+from tests.backends import BackendUnderTest, backend_under_test
 
 # The seed variables tests/conftest.py::clean_environ also clears.
 SEED_VARS = ("HF_TOKEN_LC", "HF_TOKEN", "MODEL_NAME", "DEPLOYMENT_ENV", "USE_VLLM", "HF_HOME")
@@ -62,10 +63,18 @@ def _clean_env(hf_home: Path) -> Iterator[None]:
 
 @contextmanager
 def run_uvicorn(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread; yields its root URL."""
+    """Serve `app` with uvicorn in a thread, as `lcfin serve` does; yields its root URL.
+
+    It binds `app.state.settings.host` (0.0.0.0 for the tests of a server that listens beyond
+    loopback) and the URL always goes through 127.0.0.1: tests never leave loopback.
+    """
+    settings = getattr(app.state, "settings", None)  # None: not an lcfin app
+    host = settings.host if settings is not None else "127.0.0.1"
+    options = uvicorn_options(settings) if settings is not None else {}
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", log_config=None, access_log=False
-    )
+        app, host=host, port=0, log_level="warning", log_config=None, access_log=False,
+        **options,
+    )  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -84,11 +93,18 @@ def run_uvicorn(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def live_server(model_dir: Path, hf_home: Path, **settings: Any) -> Iterator[LiveServer]:
-    """A FinancialLLM on `model_dir` (cpu profile) behind a real uvicorn."""
+def live_server(
+    model: Path | str,
+    hf_home: Path,
+    backend: BackendUnderTest | None = None,
+    **settings: Any,
+) -> Iterator[LiveServer]:
+    """A FinancialLLM on `model` (a directory or an alias such as "demo") behind a real uvicorn,
+    on `backend`'s CPU profile (default: Transformers on `cpu`)."""
+    backend = backend or backend_under_test("transformers", hf_home)
     with _clean_env(hf_home):
-        s = Settings(_env_file=None, **settings)
-        llm = FinancialLLM(str(model_dir), profile="cpu", settings=s)
+        s = backend.settings(_env_file=None, **settings)
+        llm = backend.llm(model, settings=s)
     try:
         with run_uvicorn(create_app(llm, s)) as url:
             yield LiveServer(url, llm, s)
@@ -97,28 +113,40 @@ def live_server(model_dir: Path, hf_home: Path, **settings: Any) -> Iterator[Liv
 
 
 @pytest.fixture(scope="session")
-def live(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+def live(
+    tiny_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: BackendUnderTest,
+):
     """The shared server: tiny llama, no keys. Tests must not change its model."""
-    with live_server(tiny_models["llama"], tmp_path_factory.mktemp("hf-live")) as server:
+    home = tmp_path_factory.mktemp("hf-live")
+    with live_server(tiny_models["llama"], home, backend) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def live_keyed(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+def live_keyed(
+    tiny_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: BackendUnderTest,
+):
     """A second server that needs API_KEY (and ADMIN_KEY for admin routes)."""
     home = tmp_path_factory.mktemp("hf-keyed")
-    with live_server(tiny_models["llama"], home, api_keys=API_KEY, admin_key=ADMIN_KEY) as server:
+    keys = {"api_keys": API_KEY, "admin_key": ADMIN_KEY}
+    with live_server(tiny_models["llama"], home, backend, **keys) as server:
         yield server
 
 
 @pytest.fixture
-def make_live(tiny_models: dict[str, Path], tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+def make_live(
+    tiny_models: dict[str, Path], tmp_path: Path, backend: BackendUnderTest
+) -> Iterator[Callable[..., LiveServer]]:
     """Factory: a server of one's own (e.g. to switch its model), stopped after the test."""
     with ExitStack() as stack:
 
         def make(arch: str = "llama", **settings: Any) -> LiveServer:
             return stack.enter_context(
-                live_server(tiny_models[arch], tmp_path / "hf-home", **settings)
+                live_server(tiny_models[arch], tmp_path / "hf-home", backend, **settings)
             )
 
         yield make

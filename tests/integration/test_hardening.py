@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import BackendUnderTest
 from tests.integration.test_usage_restart import SEED_VARS, _free_port, wait_ready
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration, pytest.mark.slow]
 
 SECRETS = {
     "HF_TOKEN_LC": "hf_plantedLC_7d1e5a9c3b",
@@ -82,16 +83,21 @@ def _exercise(url: str, model: str, seen: list[httpx.Response]) -> None:
 
 
 @pytest.fixture(scope="module")
-def scenario(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+def scenario(
+    tiny_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: BackendUnderTest,
+) -> Scenario:
     tmp = tmp_path_factory.mktemp("hardening")
     port, db, log = _free_port(), tmp / "usage.db", tmp / "serve.log"
     env = {k: v for k, v in os.environ.items() if k not in SEED_VARS and not k.startswith("LCFIN_")}
     env.update(
         SECRETS, HF_HOME=str(tmp / "hf"), HF_HUB_OFFLINE="1", LCFIN_USAGE_DB=str(db),
         LCFIN_USAGE_FLUSH_INTERVAL_S="0.2", LCFIN_LOG_LEVEL="DEBUG", LCFIN_SHUTDOWN_TIMEOUT="30",
+        **backend.serve_env(),
     )  # fmt: skip
     cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(tiny_models["llama"]),
-           "--profile", "cpu", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+           *backend.serve_args(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     url, result = f"http://127.0.0.1:{port}", Scenario()
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -33,6 +33,7 @@ def test_bench_messages_are_one_user_turn_of_the_asked_length_and_differ_by_requ
     assert bench_messages(32, 0) == first  # the same request index gives the same prompt
 
 
+@pytest.mark.any_backend
 def test_streamed_run_against_lcfin_counts_every_token(live: LiveServer) -> None:
     cfg = BenchConfig(url=live.url, requests=4, concurrency=2, max_tokens=8, ignore_eos=True)
 
@@ -46,6 +47,7 @@ def test_streamed_run_against_lcfin_counts_every_token(live: LiveServer) -> None
     assert report.prompt_echoes == 0
 
 
+@pytest.mark.any_backend
 def test_non_streamed_run_and_errors_are_reported(live: LiveServer) -> None:
     ok = asyncio.run(run_bench(BenchConfig(url=live.url, requests=2, stream=False, max_tokens=4)))
     bad = asyncio.run(run_bench(BenchConfig(url=live.url, model="no-such-model", requests=2)))

@@ -23,7 +23,7 @@ from openai import AsyncOpenAI, OpenAI
 from tests.integration.conftest import API_KEY, LiveServer
 from tests.server.support import PROMPT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration]
 
 log = logging.getLogger(__name__)
 N = 12  # completion tokens of the greedy reference runs
@@ -362,6 +362,36 @@ async def test_disconnect_aborts_the_generation(live: LiveServer, long_params):
     record = await _poll(aborted)
     assert record.completion_tokens < LONG
     assert record.status == "ok"
+    await _poll(lambda: _idle(live))  # the engine's batch slot is free again
+
+
+def _idle(live: LiveServer) -> bool:
+    stats = live.llm.backend_stats()
+    return stats is not None and stats.running + stats.waiting == 0
+
+
+@pytest.mark.asyncio
+async def test_two_requests_with_one_request_id_do_not_abort_each_other(
+    live: LiveServer, long_params
+):
+    # Issue 15: the client's X-Request-ID was the engine's request id, and vLLM's abort(id)
+    # ends every request with that id: the client that left took the other one down.
+    body = {"model": live.model, "messages": MESSAGES, "stream": True, **long_params}
+    same = {"X-Request-ID": "one-id-for-two"}
+    url = "/v1/chat/completions"
+    async with (
+        httpx.AsyncClient(base_url=live.url, timeout=60) as http,
+        http.stream("POST", url, json=body, headers=same) as kept,
+    ):
+        lines = kept.aiter_lines()
+        assert (await anext(lines)).startswith("data: {")
+        async with http.stream("POST", url, json=body, headers=same) as left:
+            assert (await anext(left.aiter_lines())).startswith("data: {")
+        # `left` is closed after its first chunk: that request is aborted, not `kept`
+        events = [line[6:] async for line in lines if line.startswith("data: {")]
+    finals = [json.loads(e)["choices"][0]["finish_reason"] for e in events]
+    assert finals[-1] == "length"  # the whole answer, not "abort"
+    await _poll(lambda: _idle(live))
 
 
 @pytest.mark.asyncio
@@ -389,6 +419,7 @@ async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_
 
     record = await _poll(aborted)
     assert record.completion_tokens < LONG
+    await _poll(lambda: _idle(live))  # the engine's batch slot is free again
 
 
 # -- switching while requests run -------------------------------------------------------------
@@ -396,7 +427,7 @@ async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_
 
 @pytest.mark.asyncio
 async def test_switching_models_under_load(make_live, tiny_models, long_params):
-    server = make_live(allow_any_model=True)
+    server = make_live(local_models_root=tiny_models["qwen3"].parent)
     models = [server.model, str(tiny_models["qwen3"])]
     outcomes: list[tuple[str, int]] = []
     overlapping = 0  # in-flight answers still running when a switch started
@@ -447,3 +478,29 @@ async def test_switching_models_under_load(make_live, tiny_models, long_params):
         "switching under load: %d ok, %d 503; %d of 6 long answers spanned a switch start",
         codes.count(200), codes.count(503), overlapping,
     )  # fmt: skip
+
+
+# -- the plan beside what the engine reports -----------------------------------------------------
+
+
+def test_lcfin_plan_shows_the_serving_engines_own_kv_cache(
+    live: LiveServer, backend, monkeypatch: pytest.MonkeyPatch
+):
+    from typer.testing import CliRunner
+
+    from lcfin.cli import app
+
+    if backend.catalog is not None:
+        monkeypatch.setenv("LCFIN_CATALOG", str(backend.catalog))
+    args = ["plan", live.model, "--profile", backend.profile, "--url", live.url, "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    engine = shown["engine"]
+    if backend.kind == "transformers":
+        assert engine is None  # it reports no KV-cache figures of its own
+        return
+    assert engine["engine_tokens"] == pytest.approx(shown["kv_cache_tokens"], rel=0.05)
+    assert engine["engine_max_concurrency"] == pytest.approx(shown["max_concurrency"], rel=0.05)
+    table = CliRunner().invoke(app, args[:-1])
+    assert "the engine's own" in table.stdout

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from tests.integration.conftest import LiveServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration]
 
 
 class Capital(BaseModel):

@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def test_switch_exit_codes(make_live, tiny_models: dict[str, Path]) -> None:
-    server = make_live(allow_any_model=True)
+    server = make_live(local_models_root=tiny_models["qwen3"].parent)
     served = server.model
 
     too_big = runner.invoke(app, ["switch", "llama3.1-70b", "--url", server.url])

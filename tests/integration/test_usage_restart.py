@@ -7,6 +7,7 @@ a second before the kill are therefore committed, whatever was in flight is allo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,14 +22,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.backends import BackendUnderTest
+
+pytestmark = [pytest.mark.any_backend, pytest.mark.integration, pytest.mark.slow]
 
 SEED_VARS = ("HF_TOKEN_LC", "HF_TOKEN", "MODEL_NAME", "DEPLOYMENT_ENV", "USE_VLLM", "HF_HOME")
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    """Poll an `lcfin serve` subprocess's /health/ready until 200 (120 s at most)."""
-    deadline = time.monotonic() + 120
+    """Poll an `lcfin serve` subprocess's /health/ready until 200 (180 s at most: a vLLM
+    engine starts three processes on two busy cores)."""
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"lcfin serve exited:\n{log.read_text()}"
         try:
@@ -37,7 +41,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    pytest.fail(f"lcfin serve not ready after 120 s:\n{log.read_text()}")
+    pytest.fail(f"lcfin serve not ready after 180 s:\n{log.read_text()}")
 
 
 def _free_port() -> int:
@@ -49,7 +53,9 @@ def _free_port() -> int:
 class Server:
     """`lcfin serve` in a subprocess, on a tiny model, writing its ledger to `db`."""
 
-    def __init__(self, model: Path, db: Path, home: Path, log: Path) -> None:
+    def __init__(
+        self, model: Path, db: Path, home: Path, log: Path, backend: BackendUnderTest
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -58,9 +64,10 @@ class Server:
         env.update(
             HF_HOME=str(home), HF_HUB_OFFLINE="1", LCFIN_USAGE_DB=str(db),
             LCFIN_USAGE_FLUSH_INTERVAL_S="0.2", LCFIN_LOG_LEVEL="WARNING",
+            **backend.serve_env(),
         )  # fmt: skip
-        cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(model), "--profile", "cpu",
-               "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(model),
+               *backend.serve_args(), "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
         self.log = log.open("ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         wait_ready(self.proc, self.url, log)
@@ -88,9 +95,23 @@ class Server:
         pytest.fail("no request started running")
 
     def stop(self, sig: int) -> None:
+        children = _children(self.proc.pid)
         self.proc.send_signal(sig)
         self.proc.wait(timeout=60)
         self.log.close()
+        if sig == signal.SIGKILL:  # vLLM's EngineCore and worker outlive a SIGKILLed parent
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of `pid`'s descendants (vLLM's engine processes), where psutil is installed."""
+    try:
+        import psutil  # comes with vLLM; the Transformers backend starts no processes
+    except ImportError:
+        return []
+    return [child.pid for child in psutil.Process(pid).children(recursive=True)]
 
 
 def _rows(db: Path) -> list[tuple[str, str]]:
@@ -102,12 +123,14 @@ def _rows(db: Path) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def start(tiny_models: dict[str, Path], tmp_path: Path) -> Iterator[object]:
+def start(
+    tiny_models: dict[str, Path], tmp_path: Path, backend: BackendUnderTest
+) -> Iterator[object]:
     started: list[Server] = []
 
     def make() -> Server:
         server = Server(
-            tiny_models["llama"], tmp_path / "usage.db", tmp_path / "hf", tmp_path / "log"
+            tiny_models["llama"], tmp_path / "usage.db", tmp_path / "hf", tmp_path / "log", backend
         )
         started.append(server)
         return server

@@ -53,9 +53,12 @@ class Serve(Protocol):
 
 
 async def wait_loaded(
-    client: httpx.AsyncClient, headers: dict[str, str] | None = None, timeout: float = 20.0
+    client: httpx.AsyncClient, headers: dict[str, str] | None = None, timeout: float = 300.0
 ) -> dict[str, Any]:
-    """Poll GET /loading-status until no load is running; its last body."""
+    """Poll GET /loading-status until no load is running; its last body.
+
+    The bound is generous: a vLLM engine starts three processes (15-30 s on two idle cores).
+    """
     deadline = time.monotonic() + timeout
     while True:
         body: dict[str, Any] = (await client.get("/loading-status", headers=headers)).json()

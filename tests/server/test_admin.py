@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from lcfin import list_models
+from tests.backends import BackendUnderTest
 from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT, LoadGate, Serve, Served, wait_loaded
 
@@ -32,7 +33,8 @@ async def load_model(served: Served, name: str, **kw: Any) -> httpx.Response:
 # -- health ---------------------------------------------------------------------------------
 
 
-async def test_health_reports_the_served_model(server: Served):
+@pytest.mark.any_backend
+async def test_health_reports_the_served_model(server: Served, backend: BackendUnderTest):
     r = await server.client.get("/health")
 
     assert r.status_code == 200
@@ -40,8 +42,8 @@ async def test_health_reports_the_served_model(server: Served):
     assert body["status"] == "healthy"
     assert body["model_loaded"] is True
     assert body["current_model"] == server.model
-    assert body["backend"] == "transformers"
-    assert body["profile"] == "cpu"
+    assert body["backend"] == backend.kind
+    assert body["profile"] == backend.profile
     assert body["gpu_available"] is False
     assert isinstance(body["uptime"], int | float)
     assert body["uptime"] >= 0
@@ -49,6 +51,7 @@ async def test_health_reports_the_served_model(server: Served):
     assert body["version"]
 
 
+@pytest.mark.any_backend
 async def test_ready_is_200_when_a_model_serves(server: Served):
     r = await server.client.get("/health/ready")
 
@@ -100,6 +103,7 @@ async def test_chat_without_a_model_is_503_backend_unavailable(serve: Serve):
 # -- /models --------------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_models_lists_the_catalog_by_alias(server: Served):
     r = await server.client.get("/models")
 
@@ -111,13 +115,35 @@ async def test_models_lists_the_catalog_by_alias(server: Served):
     assert "demo" in body["available_models"]
 
 
+async def test_models_gives_the_planners_numbers_for_the_served_model(server: Served):
+    from lcfin import plan_memory
+
+    plan = (await server.client.get("/models")).json()["plan"]
+
+    st = server.llm.status()
+    expected = plan_memory(st.model, st.profile, max_model_len=st.max_model_len)
+    assert plan["profile"] == "cpu" and plan["backend"] == "transformers"
+    assert plan["kv_cache_tokens"] == expected.kv_cache_tokens > 0
+    assert plan["max_concurrency"] == pytest.approx(expected.max_concurrency)
+    assert plan["max_model_len"] == st.max_model_len
+
+
+async def test_models_has_no_plan_without_a_model(serve: Serve):
+    server = await serve(load=False)
+
+    body = (await server.client.get("/models")).json()
+
+    assert body["current_model"] is None and body["plan"] is None
+
+
 # -- /load-model ----------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_switch_model_in_the_background(
-    serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate
+    serve: Serve, tiny_models: dict[str, Path], load_gate: LoadGate, backend: BackendUnderTest
 ):
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tiny_models["qwen3"].parent)
     llama, qwen = server.model, str(tiny_models["qwen3"])
     load_gate.close()
 
@@ -129,7 +155,7 @@ async def test_switch_model_in_the_background(
         "model_name": qwen,
         "display_name": "qwen3",
         "status": "loading_started",
-        "backend_type": "transformers",
+        "backend_type": backend.kind,
     }
     assert "qwen3" in r.json()["message"]
 
@@ -169,7 +195,7 @@ async def test_switch_model_in_the_background(
 
 
 async def test_switch_back_with_a_json_body(serve: Serve, tiny_models: dict[str, Path]):
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tiny_models["qwen3"].parent)
     llama, qwen = server.model, str(tiny_models["qwen3"])
 
     assert (await load_model(server, qwen)).status_code == 202
@@ -181,13 +207,14 @@ async def test_switch_back_with_a_json_body(serve: Serve, tiny_models: dict[str,
     assert server.llm.model == llama
 
 
+@pytest.mark.any_backend
 async def test_failed_load_keeps_the_old_model_serving(
     serve: Serve, tiny_models: dict[str, Path], tmp_path: Path
 ):
     broken = tmp_path / "broken"
     broken.mkdir()
     shutil.copy(tiny_models["qwen3"] / "config.json", broken)  # no weights, no tokenizer
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tmp_path)
 
     assert (await load_model(server, str(broken))).status_code == 202
     final = await wait_loaded(server.client)
@@ -220,7 +247,7 @@ async def test_a_model_that_cannot_fit_is_refused_with_422_and_nothing_unloaded(
 
 
 async def test_loading_the_loaded_model_says_so(serve: Serve, tiny_models: dict[str, Path]):
-    server = await serve(allow_any_model=True)
+    server = await serve(local_models_root=tiny_models["llama"].parent)
 
     r = await load_model(server, server.model)
 
@@ -259,6 +286,7 @@ async def test_load_model_needs_a_model_name(server: Served):
 # -- /inference -----------------------------------------------------------------------------
 
 
+@pytest.mark.any_backend
 async def test_inference_answers_like_chat(server: Served):
     chat = (await server.chat(max_tokens=5, temperature=0.0)).json()
 

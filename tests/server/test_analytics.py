@@ -41,6 +41,7 @@ def flush(server: Served) -> None:
     assert server.app.state.telemetry.ledger.flush()
 
 
+@pytest.mark.any_backend
 async def test_n_concurrent_requests_make_exactly_n_rows(serve: Serve, tmp_path: Path):
     db = tmp_path / "usage.db"
     server = await serve(usage_db=str(db))
@@ -69,6 +70,7 @@ async def test_n_concurrent_requests_make_exactly_n_rows(serve: Serve, tmp_path:
     assert len({r["id"] for r in rows.values()}) == n
 
 
+@pytest.mark.any_backend
 async def test_every_endpoint_is_recorded_and_metrics_match_the_ledger(serve: Serve, tmp_path):
     server = await serve(usage_db=str(tmp_path / "usage.db"))
     c = server.client
@@ -136,6 +138,37 @@ async def test_windows_and_filters(serve: Serve, tmp_path: Path):
     assert costs["query"]["window"] == "all"
     bad = await server.client.get("/analytics/usage?window=1y")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "window"
+
+
+async def test_usage_time_series_in_a_chosen_bucket(serve: Serve, tmp_path: Path):
+    server = await serve(usage_db=str(tmp_path / "usage.db"))
+    ledger = server.app.state.telemetry.ledger
+    now = time.time()
+    for seconds_ago in (5, 6, 125):
+        ledger.add(RequestRecord(
+            request_id=f"b-{seconds_ago}", model="m", backend="transformers", profile="cpu",
+            prompt_tokens=3, completion_tokens=7, finish_reason="stop", latency_s=0.2,
+            time=now - seconds_ago,
+        ))  # fmt: skip
+
+    body = (await server.client.get("/analytics/usage?window=15m&bucket=1m")).json()
+
+    assert "by_hour" not in body
+    buckets = body["by_bucket"]
+    assert sum(b["requests"] for b in buckets) == 3
+    assert all(b["start"] % 60 == 0 for b in buckets)
+    assert sorted(b["requests"] for b in buckets) in ([1, 2], [1, 1, 1])  # 5 s and 6 s ago
+    assert "by_hour" in (await server.client.get("/analytics/usage?window=15m")).json()
+
+
+@pytest.mark.parametrize("bucket", ["0s", "0.5s", "all", "1y", "-5m", ""])
+async def test_a_bad_bucket_is_400_naming_it(serve: Serve, tmp_path: Path, bucket: str):
+    server = await serve(usage_db=str(tmp_path / "usage.db"))
+
+    r = await server.client.get(f"/analytics/usage?window=1h&bucket={bucket}")
+
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "bucket"
 
 
 async def test_admin_key_guards_metrics_and_analytics(serve: Serve, tmp_path: Path):

@@ -48,7 +48,7 @@ def test_lifespan_loads_the_initial_model_in_the_background(lazy_llm, tiny_model
     llm = lazy_llm(tiny_models["llama"])
     app = create_app(llm, llm.settings)
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/health").status_code == 200  # answers while the model loads
         ready = wait_for(client, "/health/ready", lambda r: r.status_code == 200)
         chat = client.post(
@@ -69,7 +69,7 @@ def test_a_failed_start_up_load_is_reported_not_raised(lazy_llm, tiny_models, tm
     llm = lazy_llm(broken)
     app = create_app(llm, llm.settings)
 
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         health = wait_for(client, "/health", lambda r: r.json()["status"] != "loading")
         ready = client.get("/health/ready")
 
@@ -85,7 +85,7 @@ def test_an_initial_model_that_does_not_resolve_shows_failed_not_idle(tiny_model
     settings = Settings()
     llm = FinancialLLM("nosuch", profile="cpu", settings=settings, load=False)
     try:
-        with TestClient(create_app(llm, settings)) as client:
+        with TestClient(create_app(llm, settings), base_url="http://localhost") as client:
             health = client.get("/health").json()
             status = client.get("/loading-status").json()
     finally:
@@ -104,7 +104,7 @@ def test_lifespan_does_not_reload_a_loaded_model(lazy_llm, tiny_models):
     llm = lazy_llm(tiny_models["llama"], load=True)
     loaded_at = llm.status().load_time_s
 
-    with TestClient(create_app(llm, llm.settings)) as client:
+    with TestClient(create_app(llm, llm.settings), base_url="http://localhost") as client:
         assert client.get("/health/ready").status_code == 200
         assert client.get("/loading-status").json()["status"] == "ready"
 

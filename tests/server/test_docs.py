@@ -22,7 +22,9 @@ async def test_every_route_answers_only_documented_statuses(
     serve: Serve, tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
     seen: dict[tuple[str, str], set[int]] = defaultdict(set)
-    served = await serve(allow_any_model=True, usage_db=str(tmp_path / "usage.db"))
+    served = await serve(
+        local_models_root=tiny_models["qwen3"].parent, usage_db=str(tmp_path / "usage.db")
+    )
     idle = await serve(load=False)
     chat = {"model": served.model, "messages": [{"role": "user", "content": PROMPT}]}
     calls = [
@@ -48,6 +50,16 @@ async def test_every_route_answers_only_documented_statuses(
         seen[(method.lower(), url.split("?")[0])].add(response.status_code)
         if "load-model" in url and response.status_code == 202:
             await wait_loaded(served.client)
+    now_serving = served.llm.status().model  # the model /load-model switched to
+    created = await served.client.post(
+        "/v1/responses", json={"model": now_serving, "input": PROMPT, "max_output_tokens": 16}
+    )
+    seen[("post", "/v1/responses")].add(created.status_code)
+    assert created.status_code == 200, created.text
+    by_id = f"/v1/responses/{created.json()['id']}"
+    for method in ("GET", "DELETE", "GET"):  # the last one: deleted, so 404
+        response = await served.client.request(method, by_id)
+        seen[(method.lower(), "/v1/responses/{response_id}")].add(response.status_code)
 
     document = openapi_document()
     for path, ops in document["paths"].items():

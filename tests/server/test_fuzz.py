@@ -29,7 +29,8 @@ def fuzz_app(tiny_models: dict[str, Path]) -> Iterator[Any]:
     from lcfin import FinancialLLM, Settings
     from lcfin.server.app import create_app
 
-    settings = Settings(usage_db="off", max_messages=64)
+    # schemathesis sends Host: testserver, which the Host allow-list must accept here
+    settings = Settings(usage_db="off", max_messages=64, allowed_hosts="testserver")
     llm = FinancialLLM(str(tiny_models["llama"]), profile="cpu", settings=settings)
     app = create_app(llm, settings)
     yield app
@@ -90,7 +91,7 @@ def test_every_operation_survives_fuzzing(fuzz_app: Any) -> None:
 def test_malformed_bodies_get_the_envelope(fuzz_app: Any) -> None:
     from starlette.testclient import TestClient
 
-    client = TestClient(fuzz_app, raise_server_exceptions=False)
+    client = TestClient(fuzz_app, raise_server_exceptions=False, base_url="http://localhost")
     bodies = [b"", b"{", b"[]", b"null", b'"x"', b"\xff\xfe\x00", b'{"model": 1}', b"[" * 100_000]
     for path in ("/v1/chat/completions", "/v1/completions", "/inference"):
         for body in bodies:

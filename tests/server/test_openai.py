@@ -18,7 +18,7 @@ from tests.server.support import PROMPT, Serve, Served
 N = 16  # completion tokens of the reference runs
 REPLACEMENT = "\ufffd"
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.any_backend, pytest.mark.asyncio]
 
 
 def greedy(**kw: Any) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def assert_error(response: Any, status: int, code: str | None, param: str | None
         assert error["param"] == param, error
 
 
+@pytest.mark.any_backend
 async def test_a_full_queue_answers_429_at_once_and_frees_up(serve: Serve) -> None:
     served = await serve(max_waiting=1)
     limit_capacity(served, 1)
@@ -101,6 +102,7 @@ async def settled(served: Served) -> bool:
     return False
 
 
+@pytest.mark.any_backend
 async def test_the_request_timeout_aborts_and_frees_the_slot(serve: Serve) -> None:
     served = await serve(request_timeout=0.5)
     slow_down(served)
@@ -115,6 +117,7 @@ async def test_the_request_timeout_aborts_and_frees_the_slot(serve: Serve) -> No
     assert (await served.chat(max_tokens=2)).status_code == 200
 
 
+@pytest.mark.any_backend
 async def test_a_streamed_timeout_ends_with_an_error_event(serve: Serve) -> None:
     served = await serve(request_timeout=0.5)
     slow_down(served)

@@ -148,7 +148,9 @@ async def test_admin_routes_are_refused_with_keys_and_no_admin_key(keyed: Served
 
 
 async def test_admin_key_guards_load_model(serve: Serve, tiny_models):
-    served = await serve(api_keys=KEY1, admin_key=ADMIN, allow_any_model=True)
+    served = await serve(
+        api_keys=KEY1, admin_key=ADMIN, local_models_root=tiny_models["qwen3"].parent
+    )
     params = {"model_name": str(tiny_models["qwen3"])}
 
     no_key = await served.client.post("/load-model", params=params)
@@ -211,7 +213,9 @@ async def test_cors_preflight_needs_no_key(serve: Serve):
 
 async def test_keys_never_appear_in_bodies_or_logs(serve: Serve, tiny_models, caplog):
     caplog.set_level(logging.DEBUG)
-    served = await serve(api_keys=f"{KEY1},{KEY2}", admin_key=ADMIN, allow_any_model=True)
+    served = await serve(
+        api_keys=f"{KEY1},{KEY2}", admin_key=ADMIN, local_models_root=tiny_models["llama"].parent
+    )
     responses = []
     for key in (None, WRONG, KEY1, KEY2, ADMIN):
         for method, path in PROTECTED:

@@ -209,11 +209,11 @@ def test_migrates_an_older_schema(ledger_target: str) -> None:
     assert schema_version(store) == 1
     store.close()
 
-    ledger = make(ledger_target)  # v1 -> v2: adds the audit table
+    ledger = make(ledger_target)  # v1 -> v3: adds the audit table, then the responses table
     ledger.add(record(1, prompt_text="p", response_text="r"))
     ledger.flush()
 
-    assert schema_version(ledger.store) == SCHEMA_VERSION == 2
+    assert schema_version(ledger.store) == SCHEMA_VERSION == 3
     assert len(ledger.audit()) == 1
     ledger.close()
 
@@ -252,3 +252,29 @@ def test_describe_target_hides_passwords() -> None:
     )
     assert describe_target("postgresql://db/x") == "postgresql://db/x"
     assert describe_target("/tmp/usage.db") == "/tmp/usage.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://db/x?password=s3cret", "postgresql://db/x?password=***"),
+        (
+            "postgresql://db/x?sslmode=require&PassWord=s3cret&application_name=a",
+            "postgresql://db/x?sslmode=require&PassWord=***&application_name=a",
+        ),
+        ("postgresql://u:p@s?s3cret@db/x", "postgresql://u:***@db/x"),
+        ("postgresql://db/x?sslpassword=s3cret&user=u", "postgresql://db/x?sslpassword=***&user=u"),
+    ],
+)
+def test_describe_target_hides_query_string_passwords(url: str, shown: str) -> None:
+    assert describe_target(url) == shown
+    assert "s3cret" not in describe_target(url)
+
+
+def test_scrub_hides_the_passwords_of_a_url_in_a_driver_message() -> None:
+    from lcfin.telemetry.store import scrub
+
+    url = "postgresql://u:p%40ss@db/x?password=s3cret"
+    message = "login for u with p@ss / p%40ss failed; password s3cret rejected"
+
+    assert scrub(message, url) == "login for u with *** / *** failed; password *** rejected"

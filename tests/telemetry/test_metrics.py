@@ -87,7 +87,8 @@ def test_registries_are_per_instance() -> None:
     assert parse(b).get("lcfin:requests_total", {}) == {}
 
 
-def test_serving_gauges_read_the_model(shared_llm: Any) -> None:
+@pytest.mark.any_backend
+def test_serving_gauges_read_the_model(shared_llm: Any, backend: Any) -> None:
     metrics = Metrics(shared_llm)
 
     s = parse(metrics)
@@ -97,7 +98,12 @@ def test_serving_gauges_read_the_model(shared_llm: Any) -> None:
     assert s["lcfin:num_requests_waiting"][model] == 0
     assert s["lcfin:model_load_time_seconds"][model] > 0
     assert "lcfin:engine_busy_seconds_total" in s
-    assert "lcfin:kv_cache_usage_perc" not in s  # the Transformers backend does not know it
+    if backend.kind == "vllm":  # read from vLLM's scheduler stats
+        assert 0.0 <= s["lcfin:kv_cache_usage_perc"][model] <= 1.0
+    else:
+        assert "lcfin:kv_cache_usage_perc" not in s  # the Transformers backend does not know it
+    assert s["lcfin:engine_up"][()] == 1.0
+    assert s["lcfin:engine_deaths_total"][()] == 0.0
     assert not any(name.startswith("lcfin:gpu_") for name in s)  # no NVML here
 
 

@@ -116,9 +116,10 @@ def _profiles_table(items: list[Any]) -> Table:
             or "-"
         )
         table.add_row(
-            p.name, p.backend, _gpus(p), f"{p.gpu_memory_utilization:.2f}", str(p.max_model_len),
-            _DTYPES.get(p.dtype, p.dtype), f"{p.tensor_parallel_size}x{p.pipeline_parallel_size}",
-            flags, f"{p.hourly_cost_usd:.2f}",
+            p.name, p.backend, _gpus(p), f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
+            str(p.max_model_len), _DTYPES.get(p.dtype, p.dtype),
+            f"{p.tensor_parallel_size}x{p.pipeline_parallel_size}", flags,
+            f"{p.hourly_cost_usd:.2f}",
         )  # fmt: skip
     return table
 
@@ -139,6 +140,13 @@ def plan(
     max_model_len: Annotated[
         int | None, typer.Option("--max-model-len", min=1, help="Context length to plan for.")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="A running lcfin server: its engine's own KV-cache figures too."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LCFIN_API_KEY", help="API key.", show_default=False)
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show whether MODEL fits PROFILE: memory breakdown, verdict, concurrency (exit 3 if not)."""
@@ -147,30 +155,52 @@ def plan(
     settings = Settings()
     name = settings.profile_name if profile == "auto" else profile
     result = plan_memory(model, load_profile(name, settings.catalog), max_model_len=max_model_len)
+    engine = _engine_kv(url, api_key, result.model) if url else None
     if json_out:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "engine": engine})
     else:
-        table = Table(title=f"Memory plan: {result.model} on {result.profile}", show_header=False)
-        table.add_column(justify="left")
-        table.add_column(justify="right")
-        per = " per GPU" if result.tensor_parallel_size * result.pipeline_parallel_size > 1 else ""
-        for label, value in (
-            (f"budget{per}", result.budget_gib),
-            (f"weights{per}", result.weights_gib),
-            ("activations", result.activations_gib),
-            ("overhead (non-torch, CUDA graphs)", result.overhead_gib),
-            ("KV cache", result.kv_cache_gib),
-        ):
-            table.add_row(label, f"{value:.2f} GiB")
-        table.add_row("KV cache tokens", f"{result.kv_cache_tokens:,}")
-        table.add_row(
-            f"max concurrency at {result.max_model_len:,} tokens", f"{result.max_concurrency:.2f}x"
-        )
-        out.print(table)
-        colour = "green" if result.fits else "red"
-        out.print(f"[bold {colour}]{'fits' if result.fits else 'does not fit'}[/]: {result.reason}")
+        _print_plan(result, engine)
     if not result.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _engine_kv(url: str, api_key: str | None, model: str) -> dict[str, Any] | None:
+    """What the server's engine reports for `model` (None if it serves another one)."""
+    from lcfin.cli.remote import served_kv_cache
+
+    served, kv = served_kv_cache(url, api_key)
+    if served != model:
+        err.print(f"[yellow]{url} serves {served}, not {model}: no engine figures[/]")
+        return None
+    if kv is None:
+        err.print(f"[yellow]{url}'s engine reports no KV-cache figures (Transformers)[/]")
+    return kv
+
+
+def _print_plan(result: Any, engine: dict[str, Any] | None) -> None:
+    table = Table(title=f"Memory plan: {result.model} on {result.profile}", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    per = " per GPU" if result.tensor_parallel_size * result.pipeline_parallel_size > 1 else ""
+    for label, value in (
+        (f"budget{per}", result.budget_gib),
+        (f"weights{per}", result.weights_gib),
+        ("activations", result.activations_gib),
+        ("overhead (non-torch, CUDA graphs)", result.overhead_gib),
+        ("KV cache", result.kv_cache_gib),
+    ):
+        table.add_row(label, f"{value:.2f} GiB")
+    table.add_row("KV cache tokens", f"{result.kv_cache_tokens:,}")
+    mml = f"{result.max_model_len:,}"
+    table.add_row(f"max concurrency at {mml} tokens", f"{result.max_concurrency:.2f}x")
+    if engine is not None and engine.get("engine_tokens") is not None:
+        table.add_row("KV cache tokens (the engine's own)", f"{engine['engine_tokens']:,}")
+        at = f"{engine['max_model_len']:,}"
+        conc = engine["engine_max_concurrency"]
+        table.add_row(f"max concurrency at {at} tokens (the engine's own)", f"{conc:.2f}x")
+    out.print(table)
+    colour = "green" if result.fits else "red"
+    out.print(f"[bold {colour}]{'fits' if result.fits else 'does not fit'}[/]: {result.reason}")
 
 
 def download(

@@ -127,3 +127,22 @@ def stream_chat(
             f"Could not reach {endpoint}: {type(exc).__name__}",
             hint="check the URL and that the server is running (`lcfin serve`)",
         ) from None
+
+
+def served_kv_cache(
+    url: str, api_key: str | None = None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The model a server serves and its engine's own KV-cache figures (GET /models)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        resp = httpx.get(f"{server_root(url)}/models", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(
+            f"Could not reach {server_root(url)}: {type(exc).__name__}",
+            hint="check the URL and that the server is running (`lcfin serve`)",
+        ) from None
+    raise_for_status(resp)
+    body = resp.json()
+    return body.get("current_model"), body.get("kv_cache")

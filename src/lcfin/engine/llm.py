@@ -6,31 +6,24 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.aio import LoopThread, with_deadline
+from lcfin.engine.aio import LoopThread
 from lcfin.engine.backend import BackendStats, select_backend
+from lcfin.engine.fanout import Batch, Job, batch_request_ids
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
-from lcfin.engine.prepare import Prompt, final, question_messages, render_prompt, sampling_params
-from lcfin.engine.profiles import HardwareProfile, load_profile
-from lcfin.engine.registry import ModelSpec
+from lcfin.engine.metering import Metering
+from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
+from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
+from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
-from lcfin.engine.tools import check_tools, forced_call_format, tools_enabled, with_tool_calls
-from lcfin.engine.types import (
-    Completion,
-    Delta,
-    GenerationRequest,
-    Timings,
-    TokenLogprob,
-    Usage,
-    new_request_id,
-)
-from lcfin.errors import InvalidParameter, LcfinError, RequestTimeout
-from lcfin.telemetry.costs import Prices
-from lcfin.telemetry.meter import Accounting, RecordLabels, RequestMeter
-from lcfin.telemetry.records import RequestRecord, StatsCollector
+from lcfin.engine.tools import check_tools, with_tool_calls
+from lcfin.engine.types import Completion, Delta, new_request_id
+from lcfin.errors import InvalidParameter, LcfinError
+from lcfin.telemetry.meter import RecordLabels
+from lcfin.telemetry.records import RequestRecord
 
 __all__ = ["FinancialLLM"]
 
@@ -71,17 +64,18 @@ class FinancialLLM:
     ) -> None:
         self.settings = settings or get_settings()
         name = self.settings.profile_name if profile == "auto" else profile
-        self.profile = load_profile(name, self.settings.catalog)
-        kind = select_backend(backend, self.profile, self.settings)
-        self._manager = ModelManager(self.settings, self.profile, kind)
-        self._loop = LoopThread()
-        self._stats = StatsCollector()
-        self._gpus: bool | None = None
-        self._accounting = Accounting(audit=self.settings.audit)
-        #: Called with each `RequestRecord` (the server's ledger and metrics are hooks).
-        self.record_hooks: list[Callable[[RequestRecord], None]] = []
+        catalog = self.settings.catalog
+        self.profile = load_profile(name, catalog)
         #: The model loaded at start (or to load later with `aswitch`, when load=False).
         self.initial_model = model or self.settings.default_model or default_model_for(self.profile)
+        kind = select_backend(backend, self.profile, self.settings, _spec_or_none(self))
+        self.profile = profile_for_backend(self.profile, kind, catalog)
+        self._manager = ModelManager(self.settings, self.profile, kind)
+        self._loop = LoopThread()
+        self._gpus: bool | None = None
+        self._metering = Metering(self.settings, self.profile)
+        #: Called with each `RequestRecord` (the server's ledger and metrics are hooks).
+        self.record_hooks: list[Callable[[RequestRecord], None]] = self._metering.hooks
         if load:
             try:
                 self._loop.run(self._manager.load(self.initial_model, **overrides))
@@ -116,8 +110,8 @@ class FinancialLLM:
 
     def stats(self) -> dict[str, Any]:
         """Request, token, latency and cost totals since this object was created."""
-        busy = {"busy_s": self._accounting.clock.busy_seconds}
-        return {"status": self.status().to_dict(), **self._stats.summary(), **busy}
+        busy = {"busy_s": self._metering.accounting.clock.busy_seconds}
+        return {"status": self.status().to_dict(), **self._metering.stats.summary(), **busy}
 
     def backend_stats(self) -> BackendStats | None:
         """Requests running and waiting in the serving backend (None when none is loaded)."""
@@ -125,9 +119,14 @@ class FinancialLLM:
         cur = getattr(self._manager, "_current", None)
         return None if cur is None else cur.backend.stats()
 
+    @property
+    def failure_hooks(self) -> list[Callable[[str], None]]:
+        """Called with the reason (from another thread) when the serving engine dies."""
+        return self._manager.recovery.hooks
+
     def recent_requests(self) -> list[RequestRecord]:
         """The most recent request records, oldest first."""
-        return self._stats.recent()
+        return self._metering.stats.recent()
 
     async def aswitch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Serve another model; the current one keeps serving until the new one is ready.
@@ -137,6 +136,17 @@ class FinancialLLM:
                 model (if any) keeps serving.
         """
         return await self._manager.load(model, **overrides)
+
+    def model_for_client(self, name: str) -> ModelSpec:
+        """The model a remote client may load by `name` (see `engine/sources.py`).
+
+        Raises:
+            ModelNotFound: not a catalog alias, an allowed hub id or a directory under
+                LCFIN_LOCAL_MODELS_ROOT (the same message whether or not a path exists).
+        """
+        from lcfin.engine.sources import model_for_client
+
+        return model_for_client(name, self.settings)
 
     def switch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Sync twin of `aswitch`."""
@@ -203,6 +213,7 @@ class FinancialLLM:
         Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
         `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
         `tool_choice` "required" or a named function forces one call (see `engine/tools.py`).
+        Templating, tokenization and context fitting run in a worker thread, off the loop.
 
         Raises:
             InvalidParameter, ContextLengthExceeded: bad parameters or too long a prompt.
@@ -210,61 +221,78 @@ class FinancialLLM:
             Overloaded: max_num_seqs + LCFIN_MAX_WAITING requests are already in flight.
             RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
-        rid = request_id or new_request_id()
-        async with contextlib.AsyncExitStack() as stack:
-            try:  # a request refused before generation is counted too (an error record)
-                if (messages is None) == (prompt is None):
-                    raise InvalidParameter("give either messages or prompt", param="messages")
-                check_tools(tools, tool_choice)
-                loaded = await stack.enter_async_context(self._manager.lease())
-                fmt = loaded.spec.tool_call_format
-                forced = forced_call_format(tools, tool_choice, fmt)
-                if forced is not None:
-                    params = {**params, "response_format": forced}
-                sampling = sampling_params(loaded, params)
-                shown = tools if tools_enabled(tools, tool_choice) else None
-                rendered = render_prompt(loaded, messages, prompt, sampling, truncate, shown)
-            except LcfinError as exc:
-                self.record_rejection(exc, endpoint=endpoint, request_id=rid)
-                raise
-            request = GenerationRequest(
-                rendered.token_ids, sampling, rid, rendered.text, extra_stops=rendered.extra_stops
-            )
-            async for event in self._run(loaded, request, endpoint, rendered.dropped_messages):
-                yield with_tool_calls(event, fmt) if shown else event
+        if (messages is None) == (prompt is None):
+            exc = InvalidParameter("give either messages or prompt", param="messages")
+            self.record_rejection(exc, endpoint=endpoint, request_id=request_id)
+            raise exc
+        source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
+        async with self.abatch(
+            [source], raw=prompt is not None, truncate=truncate, endpoint=endpoint,
+            request_id=request_id, tools=tools, tool_choice=tool_choice, **params,
+        ) as batch, contextlib.aclosing(batch.events()) as events:  # fmt: skip
+            async for _, event in events:  # closed at once when the caller stops early
+                yield event
 
-    async def _run(
-        self, loaded: LoadedModel, request: GenerationRequest, endpoint: str, dropped: int
+    @contextlib.asynccontextmanager
+    async def abatch(
+        self,
+        sources: Sequence[Prompt],
+        *,
+        raw: bool = False,
+        n: int = 1,
+        truncate: bool = True,
+        endpoint: str = "library",
+        request_id: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        **params: Any,
+    ) -> AsyncIterator[Batch]:
+        """Several generations admitted as one: `n` choices of each source, all or none.
+
+        `sources` are conversations, or raw prompts with `raw=True`. Choice i of a seeded
+        request gets seed + i. Places for every generation are leased at once, every prompt is
+        rendered (off the loop) before any starts, and `Batch.admission` says what they may use
+        at most; `Batch.events()` runs them and cancels the rest when one fails. A request
+        refused here is recorded (finish reason `rejected`): once per generation it asked for,
+        or once when it asks for more than the server ever runs.
+
+        Raises:
+            InvalidParameter: more generations than the server ever runs at once (`param` is
+                "prompt" for raw prompts, "n" otherwise), or a bad parameter or prompt.
+            Overloaded: not enough free places for all of them (nothing started).
+            ContextLengthExceeded, BackendUnavailable, ModelLoading: as `astream_events`.
+        """
+        count, base = len(sources) * n, request_id or new_request_id()
+        async with contextlib.AsyncExitStack() as stack:
+            try:  # a request refused before it starts is counted too (see #17)
+                self._check_size(count, raw)
+                ids = batch_request_ids(base, len(sources), n)
+                check_tools(tools, tool_choice)
+                loaded = await stack.enter_async_context(self._manager.lease(count))
+                jobs = await asyncio.to_thread(
+                    prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, params
+                )
+            except LcfinError as exc:  # one record per generation; one for a request too big
+                fits = count <= self._manager.capacity
+                for rid in batch_request_ids(base, len(sources), n) if fits else [base]:
+                    self.record_rejection(exc, endpoint=endpoint, request_id=rid)
+                raise
+            yield Batch(loaded, jobs, len(sources), endpoint, self._events)
+
+    def _check_size(self, count: int, raw: bool) -> None:
+        if count > self._manager.capacity:
+            raise InvalidParameter(
+                f"This request needs {count} generations; the server runs at most "
+                f"{self._manager.capacity} at once",
+                param="prompt" if raw else "n",
+                hint="send fewer prompts or choices per request",
+            )
+
+    async def _events(
+        self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
     ) -> AsyncIterator[Delta | Completion]:
-        meter = self._accounting.begin()
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] | None = None if request.params.logprobs is None else []
-        timeout = self.settings.request_timeout
-        try:
-            async for delta in with_deadline(
-                loaded.backend.generate(request), timeout, lambda: RequestTimeout.after(timeout)
-            ):
-                meter.on_delta(delta.num_tokens, delta.finish_reason)
-                parts.append(delta.text)
-                if logprobs is not None and delta.logprobs:
-                    logprobs.extend(delta.logprobs)
-                yield delta
-        except Exception as exc:
-            meter.fail(exc)
-            raise
-        finally:
-            record = self._record(loaded, request, endpoint, meter, "".join(parts))
-        yield Completion(
-            text="".join(parts),
-            finish_reason=meter.finish_reason,  # type: ignore[arg-type]
-            usage=Usage(record.prompt_tokens, record.completion_tokens),
-            model=loaded.spec.name,
-            request_id=request.request_id,
-            timings=Timings(record.queue_s or 0.0, record.time_to_first_token_s, record.latency_s),
-            dropped_messages=dropped,
-            cost_usd=record.cost_usd,
-            logprobs=None if logprobs is None else tuple(logprobs),
-        )
+        async for event in self._metering.run(loaded, job, endpoint, cancelled):
+            yield with_tool_calls(event, job.tool_format) if job.parse_tools else event
 
     async def astream(self, messages: Prompt, **params: Any) -> AsyncIterator[str]:
         """Stream the reply's text as it is generated."""
@@ -335,27 +363,6 @@ class FinancialLLM:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _record(
-        self,
-        loaded: LoadedModel,
-        request: GenerationRequest,
-        endpoint: str,
-        meter: RequestMeter,
-        text: str,
-    ) -> RequestRecord:
-        spec = loaded.spec
-        labels = RecordLabels(
-            request.request_id, spec.name, loaded.backend.name, self.profile.name, endpoint
-        )
-        prices = Prices(
-            spec.price_per_1m_prompt_usd,
-            spec.price_per_1m_completion_usd,
-            self.profile.hourly_cost_usd,
-        )
-        prompt_tokens = len(request.prompt_token_ids)
-        texts = (request.prompt_text, text)
-        return self._publish(self._accounting.finish(meter, labels, prices, prompt_tokens, texts))
-
     def record_rejection(
         self,
         exc: BaseException,
@@ -378,13 +385,12 @@ class FinancialLLM:
             self.profile.name,
             endpoint,
         )
-        return self._publish(self._accounting.reject(labels, exc, code))
+        return self._metering.reject(labels, exc, code)
 
-    def _publish(self, record: RequestRecord) -> RequestRecord:
-        self._stats.add(record)
-        for hook in self.record_hooks:
-            try:
-                hook(record)
-            except Exception:  # a broken hook must not fail the request
-                log.exception("Record hook %r failed", hook)
-        return record
+
+def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:
+    """The initial model's spec for backend selection; None if it does not resolve (yet)."""
+    try:
+        return get_model(llm.initial_model, llm.settings.catalog)
+    except LcfinError:  # the load reports it, with its own error
+        return None

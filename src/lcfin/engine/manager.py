@@ -10,6 +10,10 @@ instantly), and a switch, whose strategy the planner decides (`engine/switching.
   then the new one loads. If that load fails, the previous model is loaded again (restored).
 
 Either way a failed load leaves the previous model serving and reports `failed` with the reason.
+A model switched away from sleeps in the warm tier (vLLM sleep mode, `engine/warm.py`) when it
+can, and a switch back to it wakes it instead of loading it again.
+An engine that dies under a loaded model is reported and restarted by `engine/recovery.py`.
+Closing an engine can block for seconds (a vLLM shutdown), so it never runs on an event loop.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lcfin.engine.backend import InferenceBackend, load_backend
+from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
+from lcfin.engine.warm import WarmTier
 from lcfin.errors import (
     BackendUnavailable,
     InvalidParameter,
@@ -37,6 +43,7 @@ from lcfin.errors import (
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
+    from lcfin.engine.planner import MemoryPlan
     from lcfin.engine.profiles import HardwareProfile
 
 __all__ = ["LoadedModel", "ModelManager", "ModelStatus"]
@@ -59,6 +66,8 @@ class LoadedModel:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
     footprint_gib: float | None = None
+    #: Its weights per GPU in GiB, from the planner (what a sleeper keeps in host RAM).
+    weights_gib: float | None = None
 
     @property
     def architecture(self) -> str | None:
@@ -88,6 +97,15 @@ class ModelStatus:
     failed_at: float | None = None
     #: The served model's class from its config.json (the seed's /health `architecture`).
     architecture: str | None = None
+    #: Models asleep in the warm tier, least recently used first.
+    sleeping: tuple[str, ...] = ()
+    #: The last completed load: model, previous, strategy, source ('loaded' or 'woken'),
+    #: previous_went ('slept', 'closed', or 'closing' after its last request), seconds.
+    last_switch: dict[str, Any] | None = None
+    #: Engines that died under a loaded model since start (each one restarted or not).
+    engine_deaths: int = 0
+    #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
+    kv_cache: dict[str, Any] | None = None
 
     @property
     def serving(self) -> bool:
@@ -137,6 +155,9 @@ class ModelManager:
         self._draining = False
         self._lock = threading.Lock()
         self._loading_since = 0.0
+        self._warm = WarmTier(settings.warm_models, profile)
+        self._last_switch: dict[str, Any] | None = None
+        self.recovery = Recovery(self)
 
     def status(self) -> ModelStatus:
         """The current state (idle / loading / ready / failed)."""
@@ -165,6 +186,10 @@ class ModelManager:
             failed_model=self._failed[0] if self._failed else None,
             failed_at=self._failed[1] if self._failed else None,
             architecture=cur.architecture if cur else None,
+            sleeping=self._warm.names(),
+            last_switch=self._last_switch,
+            engine_deaths=self.recovery.deaths,
+            kv_cache=_capacity(cur),
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -185,10 +210,14 @@ class ModelManager:
                 return False
             self._loading = spec.name
             self._loading_since = time.monotonic()
+            self.recovery.supersede()  # a dead model's restart yields to this load
             return True
 
     async def load(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Load `name` and make it current; reuse it if it is already current.
+
+        A model asleep in the warm tier is woken instead of loaded; the model switched away
+        from sleeps there when it can (see `engine/warm.py`), else it is closed.
 
         Args:
             **overrides: backend load options; `switch_strategy='blue_green' |
@@ -228,13 +257,14 @@ class ModelManager:
             "Loading %s (%s backend, profile %s)", spec.name, self.backend_kind, self.profile.name
         )
         try:
-            footprint = await self._preflight(spec, overrides)
+            plan = await self._preflight(spec, overrides)
+            footprint = None if plan is None else footprint_gib(plan, self.backend_kind)
             self._switching = self._strategy_for(spec, footprint, forced)
         except BaseException as exc:
             self._fail(spec.name, exc)
             self._loading, self._switching = None, None
             raise
-        return spec, self._finish(spec, overrides, footprint)
+        return spec, self._finish(spec, overrides, plan, footprint)
 
     async def check(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Resolve `name` and check it fits the profile, loading nothing.
@@ -251,16 +281,22 @@ class ModelManager:
         return name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
 
     async def _finish(
-        self, spec: ModelSpec, overrides: dict[str, Any], footprint: float | None
+        self,
+        spec: ModelSpec,
+        overrides: dict[str, Any],
+        plan: MemoryPlan | None,
+        footprint: float | None,
     ) -> ModelSpec:
-        """The rest of a load `start` claimed: drain if needed, load, swap; report a failure."""
-        started = self._loading_since
+        """The rest of a load `start` claimed: drain if needed, bring up, swap; report a failure."""
+        started, old = self._loading_since, self._current
+        record: dict[str, Any] = {"model": spec.name, "previous": old.spec.name if old else None}
+        record["strategy"] = self._switching
+        self._warm.reserve(spec, overrides)
         try:
-            old = self._current
             if self._switching == "drain_and_swap" and old is not None:
-                backend = await self._drain_and_load(old, spec, overrides)
+                backend = await self._drain_and_load(old, spec, overrides, footprint, record)
             else:
-                backend = await self._load_backend(spec, overrides)
+                backend, record["source"] = await self._bring_up(spec, overrides)
         except LcfinError as exc:
             self._fail(spec.name, exc)
             raise
@@ -269,10 +305,16 @@ class ModelManager:
             raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
         finally:
             self._loading, self._switching, self._draining = None, None, False
+            self._warm.unreserve()
         elapsed = time.monotonic() - started
-        self._swap(
-            LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
-        )
+        new = LoadedModel(spec, backend, elapsed, overrides=overrides, footprint_gib=footprint)
+        new.weights_gib = None if plan is None else plan.weights_gib
+        idle = self._swap(new)
+        if idle is not None:  # blue/green: the old model is idle, so it can sleep now
+            record["previous_went"] = await self._warm.release(idle, footprint)
+        elif old is not None and "previous_went" not in record:
+            record["previous_went"] = "closing"  # after its last request (see lease)
+        self._last_switch = {**record, "seconds": round(time.monotonic() - started, 3)}
         return spec
 
     def _fail(self, model: str, exc: BaseException) -> None:
@@ -285,17 +327,15 @@ class ModelManager:
             return
         self._failed = (model, time.time())
 
-    async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> float | None:
-        """The new model's footprint; refuse one that cannot fit (either backend, as `lcfin
-        plan` says) before unloading anything (see #17)."""
+    async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> MemoryPlan | None:
+        """The new model's plan; refuse one that cannot fit (either backend, as `lcfin plan`
+        says) before unloading anything (see #17)."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
-        if plan is None:
-            return None
-        if not plan.fits:
+        if plan is not None and not plan.fits:
             from lcfin.engine.vllm_args import does_not_fit
 
             raise does_not_fit(plan)
-        return footprint_gib(plan, self.backend_kind)
+        return plan
 
     def _strategy_for(
         self, spec: ModelSpec, footprint: float | None, forced: str | None
@@ -318,30 +358,45 @@ class ModelManager:
             load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
         )
 
+    async def _bring_up(
+        self, spec: ModelSpec, overrides: dict[str, Any]
+    ) -> tuple[InferenceBackend, str]:
+        """Wake `spec` from the warm tier, else load it: the backend and 'woken' or 'loaded'."""
+        return await self._warm.bring_up(spec, overrides, self._load_backend)
+
     async def _drain_and_load(
-        self, old: LoadedModel, spec: ModelSpec, overrides: dict[str, Any]
+        self,
+        old: LoadedModel,
+        spec: ModelSpec,
+        overrides: dict[str, Any],
+        next_gib: float | None,
+        record: dict[str, Any],
     ) -> InferenceBackend:
-        """Stop admitting, let in-flight requests end, close `old`, load `spec` (or restore)."""
+        """Stop admitting, let in-flight requests end, release `old`, bring up `spec`.
+
+        If that fails, `old` comes back (woken, or loaded again).
+        """
         self._draining = True
         deadline = time.monotonic() + self.drain_timeout_s
         # Polled, not an asyncio.Event: leases may run on other event loops (the sync API's).
         while old.active > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        old.retired, self._current = True, None
         if old.active:
             log.warning("Drain timed out: closing %s with %d requests", old.spec.name, old.active)
-        old.retired, self._current = True, None
-        await asyncio.to_thread(old.backend.close)  # returns once the memory is released
+        record["previous_went"] = await self._warm.release(old, next_gib)
         try:
-            return await self._load_backend(spec, overrides)
+            backend, record["source"] = await self._bring_up(spec, overrides)
         except Exception as exc:
             await self._restore(old, exc)
             raise
+        return backend
 
     async def _restore(self, old: LoadedModel, cause: Exception) -> None:
-        """Load `old` again after a failed drain-and-swap."""
+        """Bring `old` back (woken, or loaded again) after a failed drain-and-swap."""
         log.warning("Loading failed (%s); restoring %s", cause, old.spec.name)
         try:
-            backend = await self._load_backend(old.spec, old.overrides)
+            backend, _ = await self._bring_up(old.spec, old.overrides)
         except Exception as again:
             log.error("Restoring %s failed too: %s", old.spec.name, again)
             raise ModelLoadFailed(
@@ -357,15 +412,22 @@ class ModelManager:
             old.load_time_s,
             overrides=old.overrides,
             footprint_gib=old.footprint_gib,
+            weights_gib=old.weights_gib,
         )
+        self.recovery.watch(self._current)
 
-    def _swap(self, new: LoadedModel) -> None:
+    def _swap(self, new: LoadedModel) -> LoadedModel | None:
+        """Make `new` current; the previous model if it is idle (to release), else None.
+
+        A busy previous model closes after its last request (see `lease`).
+        """
         old, self._current = self._current, new
+        self.recovery.watch(new)
         log.info("Now serving %s (%s)", new.spec.name, new.backend.name)
-        if old is not None:
-            old.retired = True
-            if old.active == 0:
-                old.backend.close()
+        if old is None:
+            return None
+        old.retired = True
+        return old if old.active == 0 else None
 
     @property
     def capacity(self) -> int:
@@ -373,41 +435,67 @@ class ModelManager:
         return self.profile.max_num_seqs + self.settings.max_waiting
 
     @asynccontextmanager
-    async def lease(self) -> AsyncIterator[LoadedModel]:
+    async def lease(self, slots: int = 1) -> AsyncIterator[LoadedModel]:
         """The current model, kept open until the caller is done with it.
+
+        Args:
+            slots: generations the caller will run under this lease, admitted all or none
+                (a list of prompts, n choices; see #16).
 
         Raises:
             ModelLoading, BackendUnavailable: no model is serving.
-            Overloaded: `capacity` requests are already running or waiting (429).
+            Overloaded: fewer than `slots` places are free of `capacity` (429).
         """
         cur = self._current
         if cur is None or self._draining:
             if self._loading is not None:
                 raise ModelLoading(f"Model {self._loading} is loading", retry_after=5)
+            if self.recovery.pending is not None:  # its engine died; a restart may follow
+                raise BackendUnavailable(
+                    self._error or "The engine has died",
+                    hint="retry shortly: GET /health says when the model serves again",
+                )
             raise BackendUnavailable(
                 "No model is loaded"
                 + (f": the last load failed ({self._error})" if self._error else ""),
                 hint="load one with FinancialLLM.switch(...) or POST /load-model",
             )
-        if cur.active >= self.capacity:  # bounded admission: refuse now, not after a long wait
+        if cur.active + slots > self.capacity:  # bounded admission: refuse now, not later
             raise Overloaded(
                 f"The server is at capacity ({self.capacity} requests running or waiting)",
                 retry_after=1,
                 hint="retry after the Retry-After delay, or raise LCFIN_MAX_WAITING",
             )
-        cur.active += 1
+        cur.active += slots
         try:
             yield cur
         finally:
-            cur.active -= 1
+            cur.active -= slots
             if cur.retired and cur.active == 0:
-                cur.backend.close()
+                _close_soon(cur)
 
     def close(self) -> None:
-        """Close the current backend (in-flight requests end)."""
+        """Close the current backend (in-flight requests end) and every sleeping one.
+
+        Blocking, so not on an event loop.
+        """
+        self.recovery.stop()
         cur, self._current = self._current, None
         if cur is not None:
             cur.backend.close()
+        self._warm.close()
+
+
+def _close_soon(model: LoadedModel) -> None:
+    """Close a retired model's backend in a thread: its last request ends on an event loop."""
+    threading.Thread(
+        target=model.backend.close, name=f"lcfin-close-{model.spec.name}"[:60], daemon=True
+    ).start()
+
+
+def _capacity(model: LoadedModel | None) -> dict[str, Any] | None:
+    capacity = getattr(model.backend, "capacity", None) if model is not None else None
+    return capacity.to_dict() if capacity is not None else None
 
 
 def _check_strategy(value: str) -> str:

@@ -30,6 +30,13 @@ tuned so that Qwen3-8B on one L40S (u 0.85, L 4096) gives the seed's 37.36x:
 
 The CPU profile (Transformers) uses ram_budget_gib, a plain dynamic cache (block_size 1, all
 layers at full length), one prefill of L tokens as batched_tokens and O = CPU_RUNTIME_GIB.
+
+vLLM's CPU build (the cpu-vllm profile) lays out its KV cache as on a GPU (paged, block_size
+128 there); its budget is ram_budget_gib, O = VLLM_CPU_RUNTIME_GIB (the frontend, EngineCore and
+worker processes), and the KV cache it is given (`kv_cache_memory_bytes`, which vLLM uses as is)
+is what the budget leaves, capped at what max_num_seqs requests of L tokens can fill:
+
+    A_kv   = min(R - W - A - O, max_num_seqs x blocks_per_request x block_bytes)
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ SAMPLER_COPIES = 5  # fp32 logits, probabilities, log-probabilities and top-k/to
 NON_TORCH_GIB = 0.25  # cuBLAS workspaces, attention workspace, allocator slack
 CUDAGRAPH_MIB_PER_LAYER = 12.75  # captured graphs' private memory pool, per decoder layer
 CPU_RUNTIME_GIB = 1.0  # torch + transformers resident memory
+# vLLM's CPU build: frontend + EngineCore + worker processes, each with torch and vllm
+# imported (~0.6 GiB each, measured with vllm-cpu 0.32 on the demo model).
+VLLM_CPU_RUNTIME_GIB = 2.0
 ASYNC_BATCHES = 2  # batches in flight with async scheduling (sliding-window blocks)
 
 
@@ -69,11 +79,15 @@ class MemoryPlan:
     activations_gib: float
     overhead_gib: float
     kv_cache_gib: float
+    #: The KV cache in bytes (what vLLM's CPU build is given as kv_cache_memory_bytes).
+    kv_cache_bytes: int
     kv_bytes_per_token: int
     kv_cache_tokens: int
     max_concurrency: float
     fits: bool
     reason: str
+    #: Whether the budget is GPU memory (per GPU) rather than host RAM.
+    on_gpu: bool = True
 
     def to_dict(self) -> dict[str, object]:
         """The plan as a JSON-serialisable dict."""
@@ -106,12 +120,17 @@ class _KvLayout:
         return low
 
 
+def _paged(prof: HardwareProfile) -> bool:
+    """Whether vLLM's paged KV cache is planned (GPU profiles, and vLLM's CPU build)."""
+    return prof.is_gpu or prof.backend == "vllm"
+
+
 def _layout(arch: Architecture, prof: HardwareProfile, dtype_bytes: int) -> _KvLayout:
-    tp, pp, gpu = prof.tensor_parallel_size, prof.pipeline_parallel_size, prof.is_gpu
-    block = prof.block_size if gpu else 1
+    tp, pp, paged = prof.tensor_parallel_size, prof.pipeline_parallel_size, _paged(prof)
+    block = prof.block_size if paged else 1
     page = block * 2 * max(1, arch.num_kv_heads // tp) * arch.head_dim * dtype_bytes
     layers = math.ceil(arch.num_layers / pp)
-    sliding = math.ceil(arch.num_sliding_layers / pp) if gpu and arch.sliding_window else 0
+    sliding = math.ceil(arch.num_sliding_layers / pp) if paged and arch.sliding_window else 0
     full = layers - sliding
     counts = [n for n in (full, sliding) if n]
     size = min(counts) if max(counts) >= 1.5 * min(counts) else max(counts)
@@ -129,7 +148,7 @@ def _layout(arch: Architecture, prof: HardwareProfile, dtype_bytes: int) -> _KvL
 def _activation_bytes(
     arch: Architecture, prof: HardwareProfile, dtype_bytes: int, max_len: int, seqs: int
 ) -> int:
-    tokens = min(prof.max_num_batched_tokens, seqs * max_len) if prof.is_gpu else max_len
+    tokens = min(prof.max_num_batched_tokens, seqs * max_len) if _paged(prof) else max_len
     hidden = tokens * (2 * arch.intermediate_size // prof.tensor_parallel_size)
     hidden += tokens * 4 * arch.hidden_size
     sampler = min(seqs, tokens) * arch.vocab_size * 4 * SAMPLER_COPIES
@@ -138,7 +157,8 @@ def _activation_bytes(
 
 def _overhead_bytes(prof: HardwareProfile, layers: int) -> int:
     if not prof.is_gpu:
-        return int(CPU_RUNTIME_GIB * GIB)
+        runtime = VLLM_CPU_RUNTIME_GIB if prof.backend == "vllm" else CPU_RUNTIME_GIB
+        return int(runtime * GIB)
     graphs = 0.0 if prof.enforce_eager else CUDAGRAPH_MIB_PER_LAYER * layers * 2**20
     return int(NON_TORCH_GIB * GIB + graphs)
 
@@ -151,7 +171,7 @@ def _budget_bytes(prof: HardwareProfile) -> int:
 
 def _reason(plan: MemoryPlan, arch: Architecture, longest: int, others: list[str]) -> str:
     name, where, mml = plan.model, plan.profile, plan.max_model_len
-    per = "in RAM" if plan.backend == "transformers" else "per GPU"
+    per = "per GPU" if plan.on_gpu else "in RAM"
     elsewhere = f"use profile {' or '.join(others)}" if others else "use a profile with more GPUs"
     if mml > arch.max_position_embeddings:
         return (
@@ -203,9 +223,12 @@ def _plan(
     acts = _activation_bytes(arch, prof, nbytes, mml, seqs)
     over = _overhead_bytes(prof, lay.layers)
     budget = _budget_bytes(prof)
-    kv = budget - weights - acts - over
-    blocks = max(0, kv // lay.block_bytes)
+    left = budget - weights - acts - over
     per_request = lay.blocks_per_request(mml)
+    kv = left
+    if prof.backend == "vllm" and not prof.is_gpu:  # vLLM's CPU build: given, not preallocated
+        kv = min(left, seqs * per_request * lay.block_bytes)
+    blocks = max(0, kv // lay.block_bytes)
     conc = blocks / per_request
     uniform = lay.sliding_groups == 0
     plan = MemoryPlan(
@@ -222,11 +245,13 @@ def _plan(
         activations_gib=round(acts / GIB, 3),
         overhead_gib=round(over / GIB, 3),
         kv_cache_gib=round(kv / GIB, 3),
+        kv_cache_bytes=max(0, blocks * lay.block_bytes),
         kv_bytes_per_token=lay.token_bytes,
         kv_cache_tokens=blocks * lay.block_size if uniform else int(conc * mml),
         max_concurrency=round(conc, 3),
         fits=kv > 0 and blocks >= per_request and mml <= arch.max_position_embeddings,
         reason="",
+        on_gpu=prof.is_gpu,
     )
     return replace(plan, reason=_reason(plan, arch, lay.longest_fit(blocks), others))
 
@@ -248,7 +273,7 @@ def plan_memory(
     max_num_seqs: int | None = None,
     user_catalog: Path | None = None,
 ) -> MemoryPlan:
-    """Plan a model's memory on a hardware profile, per GPU, as vLLM would size it.
+    """Plan a model's memory on a hardware profile, per GPU (or in RAM), as vLLM would size it.
 
     Args:
         model: a catalog alias, repo id or directory (see `get_model`), or a `ModelSpec`.

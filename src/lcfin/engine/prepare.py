@@ -1,4 +1,9 @@
-"""From a call's arguments to what the engine runs: sampling parameters and the fitted prompt."""
+"""From a request's parameters and prompt(s) to `Job`s ready for the backend.
+
+Sampling parameters, the chat template, tokenization and context fitting: CPU work that can take
+seconds for a multi-megabyte prompt, so `FinancialLLM` runs `prepare_jobs` in a worker thread and
+the event loop keeps answering (see #16).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,33 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.chat import RenderedPrompt, fit_messages, normalize_messages, render_chat
-from lcfin.engine.types import Completion, Delta, Message, SamplingParams
+from lcfin.engine.fanout import Job
+from lcfin.engine.tools import forced_call_format, tools_enabled
+from lcfin.engine.types import Completion, Delta, GenerationRequest, Message, SamplingParams
 from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.engine.manager import LoadedModel
 
-__all__ = ["Prompt", "final", "question_messages", "render_prompt", "sampling_params"]
+__all__ = [
+    "Prompt",
+    "final",
+    "prepare_jobs",
+    "question_messages",
+    "render_prompt",
+    "sampling_for",
+]
 
 _PARAM_NAMES = {f.name for f in dataclasses.fields(SamplingParams)}
+#: Chat messages (a str is one user message), or a raw prompt.
 Prompt = str | Sequence[Message]
 
 
-def sampling_params(loaded: LoadedModel, params: dict[str, Any]) -> SamplingParams:
-    """The request's sampling parameters over the model's generation defaults.
+def sampling_for(loaded: LoadedModel, params: dict[str, Any]) -> SamplingParams:
+    """`SamplingParams` from keyword parameters over the model's own defaults.
 
     Raises:
-        InvalidParameter: an unknown or invalid parameter.
+        InvalidParameter: an unknown parameter or a bad value.
     """
     unknown = sorted(set(params) - _PARAM_NAMES)
     if unknown:
@@ -41,11 +56,10 @@ def render_prompt(
     truncate: bool,
     tools: list[dict[str, Any]] | None = None,
 ) -> RenderedPrompt:
-    """The chat `messages` (templated) or raw `prompt`, fitted to the model's context.
+    """Chat messages through the template, or a raw prompt, tokenized and fitted to the context.
 
     Raises:
-        InvalidParameter: an empty prompt.
-        ContextLengthExceeded: the prompt plus max_tokens do not fit.
+        InvalidParameter, ContextLengthExceeded: an empty prompt, or one that does not fit.
     """
     tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
     if prompt is not None:
@@ -68,6 +82,44 @@ def render_prompt(
         max_tokens=sampling.max_tokens,
         truncate=truncate,
     )
+
+
+def prepare_jobs(
+    loaded: LoadedModel,
+    sources: Sequence[Prompt],
+    raw: bool,
+    n: int,
+    ids: list[str],
+    truncate: bool,
+    tools: list[dict[str, Any]] | None,
+    tool_choice: str | dict[str, Any] | None,
+    params: dict[str, Any],
+) -> list[Job]:
+    """The n jobs of each source (rendered once; choice i gets seed + i), named by `ids`."""
+    fmt = loaded.spec.tool_call_format
+    forced = forced_call_format(tools, tool_choice, fmt)
+    if forced is not None:
+        params = {**params, "response_format": forced}
+    shown = tools if tools_enabled(tools, tool_choice) else None
+    jobs: list[Job] = []
+    first = sampling_for(loaded, params)  # validates the seed (and wraps it to 64 bits)
+    seed = first.seed if params.get("seed") is not None else None
+    samplings = [first] * n  # unseeded choices differ by themselves
+    if seed is not None:  # choice i gets seed + i, wrapped too
+        samplings[1:] = [sampling_for(loaded, {**params, "seed": seed + i}) for i in range(1, n)]
+    for source in sources:
+        messages, prompt = (None, str(source)) if raw else (source, None)
+        rendered = render_prompt(loaded, messages, prompt, samplings[0], truncate, shown)
+        for sampling in samplings:
+            request = GenerationRequest(
+                rendered.token_ids,
+                sampling,
+                ids[len(jobs)],
+                rendered.text,
+                extra_stops=rendered.extra_stops,
+            )
+            jobs.append(Job(request, shown is not None, fmt, rendered.dropped_messages))
+    return jobs
 
 
 def question_messages(text: str, system: str | None) -> list[Message]:

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lcfin.engine.catalog_io import load_entries
 from lcfin.errors import InvalidParameter
 
-__all__ = ["GpuInfo", "HardwareProfile", "detect_gpus", "list_profiles", "load_profile"]
+__all__ = [
+    "GpuInfo",
+    "HardwareProfile",
+    "detect_gpus",
+    "list_profiles",
+    "load_profile",
+    "profile_for_backend",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ class HardwareProfile(BaseModel):
     block_size: int = Field(16, gt=0)
     ram_budget_gib: float = Field(16.0, ge=0)
     hourly_cost_usd: float = Field(0.0, ge=0)
+    #: The same machine's profile for the other backend (cpu <-> cpu-vllm), taken when the
+    #: backend chosen is not this profile's.
+    alternate: str | None = None
 
     @model_validator(mode="after")
     def _check_parallelism(self) -> HardwareProfile:
@@ -53,8 +63,9 @@ class HardwareProfile(BaseModel):
                 f"tensor_parallel_size x pipeline_parallel_size = {world} exceeds "
                 f"gpu_count x num_nodes = {self.gpu_count * self.num_nodes}"
             )
-        if self.backend == "vllm" and self.gpu_count == 0:
-            raise ValueError("a vllm profile needs gpu_count >= 1")
+        if self.backend == "vllm" and self.gpu_count == 0 and self.ram_budget_gib <= 0:
+            # vLLM's CPU build: the RAM budget sizes its KV cache (planner.py)
+            raise ValueError("a vllm profile without GPUs (vLLM's CPU build) needs ram_budget_gib")
         return self
 
     @property
@@ -126,8 +137,11 @@ def detect_gpus() -> list[GpuInfo]:
 def _auto_profile(profiles: dict[str, HardwareProfile]) -> HardwareProfile:
     gpus = detect_gpus()
     if not gpus:
-        log.info("No CUDA GPU detected: profile 'cpu'")
-        return profiles["cpu"]
+        from lcfin.engine.backend import vllm_cpu_build
+
+        name = "cpu-vllm" if "cpu-vllm" in profiles and vllm_cpu_build() else "cpu"
+        log.info("No CUDA GPU detected: profile '%s'", name)
+        return profiles[name]
     name = gpus[0].name.upper()
     candidates = [
         p
@@ -173,3 +187,16 @@ def load_profile(name: str = "auto", user_catalog: Path | None = None) -> Hardwa
             hint=f"choose one of: auto, {', '.join(sorted(profiles))}",
         )
     return profiles[key]
+
+
+def profile_for_backend(
+    profile: HardwareProfile, backend: str, user_catalog: Path | None = None
+) -> HardwareProfile:
+    """`profile`, or its `alternate` when that one is made for `backend` (cpu <-> cpu-vllm)."""
+    if profile.backend == backend or profile.alternate is None:
+        return profile
+    other = list_profiles(user_catalog).get(profile.alternate)
+    if other is None or other.backend != backend:
+        return profile
+    log.info("Profile %s -> %s for the %s backend", profile.name, other.name, backend)
+    return other

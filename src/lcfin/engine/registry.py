@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from lcfin.engine.catalog_io import catalog_dir, load_entries
 from lcfin.errors import InvalidCatalog, ModelNotFound
 
-__all__ = ["Architecture", "ModelSpec", "arch_from_config", "get_model", "list_models"]
+__all__ = [
+    "Architecture",
+    "ModelSpec",
+    "arch_from_config",
+    "get_model",
+    "is_repo_id",
+    "list_models",
+    "spec_from_directory",
+]
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "int8": 1}
@@ -190,6 +198,12 @@ def list_models(user_catalog: Path | None = None) -> dict[str, ModelSpec]:
     return {name: _complete(spec) for name, spec in entries.items()}
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether `name` has the shape of a hub repo id (`org/name`), and is no path."""
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
+    return bool(_REPO_ID.match(name)) and ".." not in name and not looks_like_path
+
+
 def get_model(name: str, user_catalog: Path | None = None) -> ModelSpec:
     """Look a model up by catalog alias, repo id, or local directory.
 
@@ -210,8 +224,7 @@ def get_model(name: str, user_catalog: Path | None = None) -> ModelSpec:
     path = Path(name).expanduser()
     if path.is_dir():
         return spec_from_directory(path)
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
-    if _REPO_ID.match(name) and ".." not in name and not looks_like_path:
+    if is_repo_id(name):
         return ModelSpec(name=name, repo_id=name, display_name=name)
     close = difflib.get_close_matches(name, list(catalog), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "run `lcfin models` for the catalog"

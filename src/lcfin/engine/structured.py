@@ -1,4 +1,5 @@
-"""Structured outputs in the library: schemas from dicts or pydantic models, and parsed results.
+"""Structured outputs in the library: schemas from dicts or pydantic models, and parsed results;
+and the JSON Schema keywords no backend's constrained decoding enforces (refused, 400).
 
 `FinancialLLM.chat(..., json_schema=Model)` turns the schema into an OpenAI `response_format`
 (`response_format_for`), decodes under that grammar, then parses the text (`parse_output`):
@@ -13,7 +14,10 @@ from typing import Any
 from lcfin.engine.types import Completion
 from lcfin.errors import InvalidParameter, LcfinError, OutputTruncated
 
-__all__ = ["parse_output", "response_format_for"]
+__all__ = ["UNSUPPORTED_KEYWORDS", "check_schema", "parse_output", "response_format_for"]
+
+#: JSON Schema keywords xgrammar does not enforce; a schema using one is refused (400).
+UNSUPPORTED_KEYWORDS = ("not", "if", "then", "else", "dependentSchemas", "patternProperties")
 
 
 def _is_model(schema: object) -> bool:
@@ -60,3 +64,36 @@ def parse_output(completion: Completion, schema: Any) -> Any:
             f"The output does not match the schema ({completion.finish_reason}): {exc}",
             hint="do not pass stop sequences with json_schema",
         ) from None
+
+
+def _find_unsupported(node: Any, path: str) -> str | None:
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found = _find_unsupported(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in UNSUPPORTED_KEYWORDS and path.split("/")[-1] != "properties":
+                return f"{path}/{key}"
+            found = _find_unsupported(value, f"{path}/{key}")
+            if found:
+                return found
+    return None
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Refuse schema keywords the grammar engine cannot enforce.
+
+    Raises:
+        InvalidParameter: naming the keyword and where it is, param "response_format".
+    """
+    where = _find_unsupported(schema, "#")
+    if where is not None:
+        keyword = where.rsplit("/", 1)[-1]
+        raise InvalidParameter(
+            f"response_format: the JSON Schema keyword '{keyword}' (at {where}) is not supported "
+            "by constrained decoding",
+            param="response_format",
+            hint="rewrite the schema without it (anyOf, enum and const are supported)",
+        )

@@ -8,8 +8,8 @@ the current and the next footprint with what the profile can hold at once:
   fills whatever the weights leave), so two engines share a GPU only when their utilisations sum
   to at most `MAX_SHARED_UTILIZATION` (0.95: each EngineCore process also needs a CUDA context,
   outside its budget). The seed profiles (0.75, 0.85) therefore always drain and swap.
-* Transformers holds weights + activations + overhead + the KV cache its batch can fill; two
-  tiny models on the CPU profile fit at once, so they switch blue/green.
+* Transformers, and vLLM's CPU build, hold weights + activations + overhead + the KV cache
+  their batch can fill; two tiny models on a CPU profile fit at once, so they switch blue/green.
 
 An unknown footprint (a model whose architecture is not known yet) drains on a GPU, to be safe,
 and stays blue/green on the CPU. See docs/switching.md.
@@ -50,7 +50,7 @@ GIB = 2**30
 
 def footprint_gib(plan: MemoryPlan, backend: str) -> float:
     """The memory one engine of `plan` holds per GPU (or in RAM), in GiB."""
-    if backend == "vllm":
+    if backend == "vllm" and plan.on_gpu:
         return plan.budget_gib  # preallocated: weights + activations + KV cache = the budget
     need_kv = plan.kv_bytes_per_token * plan.max_model_len * plan.max_num_seqs / GIB
     kv = min(max(plan.kv_cache_gib, 0.0), need_kv)

@@ -12,6 +12,7 @@ from lcfin.errors import InvalidParameter
 
 __all__ = [
     "DEMO_NOTICE",
+    "Admission",
     "Completion",
     "Delta",
     "FinishReason",
@@ -31,6 +32,9 @@ Message = dict[str, object]
 
 MAX_STOP_SEQUENCES = 16
 MAX_TOP_LOGPROBS = 20
+#: Seeds accepted: OpenAI's int64 range and the unsigned 64-bit one. Engines get the int64 with
+#: the same 64 bits (torch reads a negative seed as 2**64 + seed), so seed + i wraps (#16).
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 
 #: How the built-in demo model is labelled wherever it is listed.
 DEMO_NOTICE = (
@@ -132,6 +136,14 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        seed = self.seed
+        if seed is not None:
+            _check(
+                isinstance(seed, int) and SEED_MIN <= seed <= SEED_MAX,
+                "seed",
+                f"seed must be an integer in [{SEED_MIN}, {SEED_MAX}]",
+            )
+            object.__setattr__(self, "seed", (seed + 2**63) % 2**64 - 2**63)
         self._validate()
 
     def _validate(self) -> None:
@@ -195,6 +207,23 @@ class GenerationRequest:
     def all_stops(self) -> tuple[str, ...]:
         """The user's stop strings plus the format's, without duplicates."""
         return tuple(dict.fromkeys((*self.params.stop, *self.extra_stops)))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a request of one or several generations may use at most, known before any starts.
+
+    `token_budgets` maps each generation's request id to its prompt tokens plus the most
+    completion tokens it may produce (max_tokens, or what the context leaves).
+    """
+
+    prompts: int
+    token_budgets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        """The whole request's token budget."""
+        return sum(self.token_budgets.values())
 
 
 @dataclass(frozen=True)

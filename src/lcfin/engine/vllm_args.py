@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from lcfin.engine.profiles import HardwareProfile
+from lcfin.engine.warm import sleep_mode_for
 from lcfin.errors import DoesNotFit, InvalidParameter
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROFILE_OVERRIDES",
+    "STRUCTURED_OUTPUTS",
     "check_fits",
     "does_not_fit",
     "effective_profile",
@@ -59,6 +62,8 @@ PROFILE_OVERRIDES = frozenset(
 _RESERVED = frozenset({"model", "tokenizer", "download_dir", "served_model_name", "hf_token"})
 #: vLLM picks the block size itself (16, or an attention backend's preference) unless told.
 _VLLM_DEFAULT_BLOCK_SIZE = 16
+#: vLLM's `StructuredOutputsConfig`: xgrammar (a dependency of lcfin and of vLLM), compact JSON.
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def effective_profile(profile: HardwareProfile, overrides: dict[str, Any]) -> HardwareProfile:
@@ -113,13 +118,40 @@ def _check_overrides(extra: dict[str, Any]) -> None:
         )
 
 
+def _memory_args(
+    prof: HardwareProfile, spec: ModelSpec, settings: Settings, max_model_len: int
+) -> dict[str, Any]:
+    """GPU: a fraction of the device. vLLM's CPU build: the planner's KV cache, in bytes.
+
+    On the CPU, `gpu_memory_utilization` would be a fraction of the machine's RAM (measured
+    after the processes have started); lcfin gives `kv_cache_memory_bytes` instead, the
+    engine-argument form of VLLM_CPU_KVCACHE_SPACE (`vllm/platforms/cpu.py`), so that vLLM's
+    KV cache is exactly what `lcfin plan` predicts. A VLLM_CPU_KVCACHE_SPACE in the
+    environment still overrides it (vLLM reads it last).
+    """
+    if prof.is_gpu:
+        return {"gpu_memory_utilization": prof.gpu_memory_utilization}
+    if spec.arch is None:  # planned by VLLMBackend.load after complete_spec; a bare mapping
+        return {}
+    from lcfin.engine.planner import plan_memory
+
+    plan = plan_memory(spec, prof, max_model_len=max_model_len, user_catalog=settings.catalog)
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        log.warning(
+            "VLLM_CPU_KVCACHE_SPACE=%s overrides the profile's KV cache (%.2f GiB)",
+            os.environ["VLLM_CPU_KVCACHE_SPACE"],
+            plan.kv_cache_bytes / 2**30,
+        )
+    return {"kv_cache_memory_bytes": max(plan.kv_cache_bytes, 1)}
+
+
 def engine_args(
     profile: HardwareProfile,
     spec: ModelSpec,
     settings: Settings,
     *,
     model_dir: Path | None = None,
-    enable_sleep_mode: bool = False,
+    enable_sleep_mode: bool | None = None,
     language_model_only: bool | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -128,13 +160,15 @@ def engine_args(
     Args:
         model_dir: the downloaded snapshot; `model` and `tokenizer` point at it (see the module
             docstring). Without it, the model's bundled/local directory or its repo id.
-        enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode).
+        enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode, the warm
+            tier); default: `settings.sleep_mode` (`auto`: on CUDA GPU profiles).
         language_model_only: skip a vision tower; default: detected from the config.json.
         **overrides: profile fields (`max_model_len`, `gpu_memory_utilization`, ...); any other
             key is passed to vLLM as is (e.g. `kv_cache_dtype="fp8"`, `quantization`).
 
     Raises:
-        InvalidParameter: an override is invalid or reserved (`hf_token`, `model`, ...).
+        InvalidParameter: an override is invalid or reserved (`hf_token`, `model`, ...), or
+            sleep mode is asked for on a profile without a CUDA GPU.
     """
     prof = effective_profile(profile, overrides)
     extra = {k: v for k, v in overrides.items() if k not in PROFILE_OVERRIDES}
@@ -142,6 +176,7 @@ def engine_args(
     source = model_dir or spec.source_dir
     model = str(source) if source is not None else spec.repo_id
     limit = spec.arch.max_position_embeddings if spec.arch is not None else None
+    max_model_len = min(prof.max_model_len, limit) if limit else prof.max_model_len
     kwargs: dict[str, Any] = {
         "model": model,
         "tokenizer": model,
@@ -149,8 +184,8 @@ def engine_args(
         "revision": None if source is not None else spec.revision,
         "download_dir": str(settings.hub_cache),
         "dtype": prof.dtype,
-        "gpu_memory_utilization": prof.gpu_memory_utilization,
-        "max_model_len": min(prof.max_model_len, limit) if limit else prof.max_model_len,
+        **_memory_args(prof, spec, settings, max_model_len),
+        "max_model_len": max_model_len,
         "enforce_eager": prof.enforce_eager,
         "disable_custom_all_reduce": prof.disable_custom_all_reduce,
         "tensor_parallel_size": prof.tensor_parallel_size,
@@ -162,8 +197,13 @@ def engine_args(
         "enable_prefix_caching": prof.enable_prefix_caching,
         "trust_remote_code": settings.trust_remote_code,
         "served_model_name": spec.name,
-        # Stats on: Prometheus metrics and RequestOutput.metrics need them.
-        "disable_log_stats": False,
+        # vLLM's own stat loggers (its log line, its global Prometheus registry) off: lcfin
+        # reads the scheduler's stats through a logger of its own (VLLMBackend.load), for
+        # BackendStats and /metrics.
+        "disable_log_stats": True,
+        # Compact JSON for every structured output: vLLM reads disable_any_whitespace from here
+        # only (never per request), and only with a named backend ("auto" refuses the flag).
+        "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
     }
     if prof.block_size != _VLLM_DEFAULT_BLOCK_SIZE:
         kwargs["block_size"] = prof.block_size
@@ -171,6 +211,10 @@ def engine_args(
         language_model_only = is_multimodal_checkpoint(source)
     if language_model_only:
         kwargs["language_model_only"] = True
+    if enable_sleep_mode is None:
+        enable_sleep_mode = sleep_mode_for(settings.sleep_mode, prof)
+    elif enable_sleep_mode:
+        sleep_mode_for("on", prof)  # refused without a CUDA GPU
     if enable_sleep_mode:
         kwargs["enable_sleep_mode"] = True
     return {**kwargs, **extra}
@@ -178,7 +222,7 @@ def engine_args(
 
 def does_not_fit(plan: MemoryPlan) -> DoesNotFit:
     """The `DoesNotFit` error for a plan that does not fit: breakdown, then what to change."""
-    per = "per GPU" if plan.backend == "vllm" else "in RAM"
+    per = "per GPU" if plan.on_gpu else "in RAM"
     return DoesNotFit(
         f"{plan.model} does not fit profile {plan.profile}: {plan.weights_gib:.1f} GiB of "
         f"weights + {plan.activations_gib:.1f} GiB of activations + {plan.overhead_gib:.1f} GiB "

@@ -11,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.errors import Conflict, ContextLengthExceeded, InvalidParameter, ModelNotFound
+from lcfin.errors import Conflict, ContextLengthExceeded, InvalidParameter, LcfinError
 from lcfin.server.context import counted
 from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM, Settings
+    from lcfin import FinancialLLM, ModelSpec, Settings
 
 __all__ = ["load_in_background", "routes"]
 
@@ -26,7 +26,7 @@ VERSION = "0.1.0"
 _background: set[asyncio.Task[Any]] = set()  # strong references to running loads
 
 
-async def load_in_background(llm: FinancialLLM, model: str) -> asyncio.Task[Any] | None:
+async def load_in_background(llm: FinancialLLM, model: str | ModelSpec) -> asyncio.Task[Any] | None:
     """Start loading `model` (refusals raise now); a later failure shows in `status()`.
 
     Returns the task that finishes the load, kept referenced until done, or None when the
@@ -56,27 +56,43 @@ def _health_status(llm: FinancialLLM) -> str:
     return {"ready": "healthy", "failed": "failed"}.get(st.state, "idle")
 
 
+#: What public /health shows to a caller without a key once keys are on (or to a Host outside
+#: the allow-list): errors, paths and model details are behind auth, in /loading-status (#16).
+QUIET_HEALTH_FIELDS = ("status", "model_loaded")
+
+
+def _quiet(request: Request) -> bool:
+    state = request.scope.get("state", {})
+    if state.get("quiet_health"):
+        return True
+    return bool(request.app.state.exposure.api_keys) and not state.get("api_key_id")
+
+
 async def health(request: Request) -> Response:
-    """GET /health: always 200 with the seed's fields; `status` says loading / failed / ..."""
+    """GET /health: always 200 with the seed's fields; `status` says loading / failed / ...
+
+    With API keys on, a caller without a valid key gets only QUIET_HEALTH_FIELDS.
+    """
     llm: FinancialLLM = request.app.state.llm
     st = llm.status()
-    return JSONResponse(
-        {
-            "status": _health_status(llm),
-            "model_loaded": st.model is not None,
-            "current_model": st.model,
-            "architecture": st.architecture,
-            "backend": st.backend,
-            "profile": st.profile,
-            "gpu_available": llm.gpu_available,
-            "uptime": round(time.time() - request.app.state.started, 3),
-            "version": VERSION,
-            "loading_model": st.loading_model,
-            "error": st.error,
-            "failed_model": st.failed_model,
-            "failed_at": st.failed_at,
-        }
-    )
+    body = {
+        "status": _health_status(llm),
+        "model_loaded": st.model is not None,
+        "current_model": st.model,
+        "architecture": st.architecture,
+        "backend": st.backend,
+        "profile": st.profile,
+        "gpu_available": llm.gpu_available,
+        "uptime": round(time.time() - request.app.state.started, 3),
+        "version": VERSION,
+        "loading_model": st.loading_model,
+        "error": st.error,
+        "failed_model": st.failed_model,
+        "failed_at": st.failed_at,
+    }
+    if _quiet(request):
+        body = {key: body[key] for key in QUIET_HEALTH_FIELDS}
+    return JSONResponse(body)
 
 
 async def ready(request: Request) -> Response:
@@ -88,17 +104,45 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "5"})
 
 
+#: The planner's numbers /models shows for the served model (the console shows them).
+PLAN_FIELDS = (
+    "profile", "backend", "max_model_len", "max_num_seqs", "budget_gib", "weights_gib",
+    "kv_cache_gib", "kv_cache_tokens", "max_concurrency", "fits",
+)  # fmt: skip
+
+
+def _plan(llm: FinancialLLM, settings: Settings) -> dict[str, Any] | None:
+    """The planner's prediction for the served model on its profile; None when it cannot plan."""
+    from lcfin import plan_memory
+
+    st = llm.status()
+    if st.model is None:
+        return None
+    try:
+        plan = plan_memory(
+            st.model, st.profile, max_model_len=st.max_model_len, user_catalog=settings.catalog
+        )
+    except LcfinError as exc:  # e.g. an architecture unknown offline: no plan, not an error
+        log.debug("No memory plan for %s: %s", st.model, exc)
+        return None
+    return {name: getattr(plan, name) for name in PLAN_FIELDS}
+
+
 async def models(request: Request) -> Response:
-    """GET /models: current model and the catalog (alias -> repo id)."""
+    """GET /models: current model, the catalog, the planner's numbers and the engine's own."""
     from lcfin import list_models
 
     settings: Settings = request.app.state.settings
     llm: FinancialLLM = request.app.state.llm
     specs = list_models(settings.catalog)
+    st = llm.status()
     return JSONResponse(
         {
-            "current_model": llm.status().model,
+            "current_model": st.model,
             "available_models": {alias: spec.repo_id for alias, spec in specs.items()},
+            "plan": await asyncio.to_thread(_plan, llm, settings),
+            # the engine's own KV-cache size and max concurrency beside the planner's
+            "kv_cache": st.kv_cache,
         }
     )
 
@@ -116,21 +160,13 @@ async def _model_name(request: Request) -> str:
 
 async def load_model(request: Request) -> Response:
     """POST /load-model?model_name=...: 202 and load in the background; 200 if already loaded."""
-    from lcfin import get_model, list_models
-
     llm: FinancialLLM = request.app.state.llm
-    settings: Settings = request.app.state.settings
     name = await _model_name(request)
-    if name not in list_models(settings.catalog) and not settings.allow_any_model:
-        raise ModelNotFound(
-            f"'{name}' is not a catalog alias; this server loads catalog models only",
-            param="model_name",
-            hint="see GET /models, or set LCFIN_ALLOW_ANY_MODEL=true",
-        )
-    shown = get_model(name, settings.catalog).display_name or name
+    spec = llm.model_for_client(name)
+    shown = spec.display_name or name
     if (loading := llm.status().loading_model) is not None:
         raise Conflict(f"Model {loading} is already loading", param="model_name")
-    started = await load_in_background(llm, name) is not None  # DoesNotFit etc. raise here
+    started = await load_in_background(llm, spec) is not None  # DoesNotFit etc. raise here
     body = {
         "message": f"Loading {shown} in the background"
         if started
@@ -163,19 +199,18 @@ async def loading_status(request: Request) -> Response:
 
 async def inference(request: Request) -> Response:
     """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
+    from lcfin.server.admission import collect, generation_events
     from lcfin.server.openai import cost_header, read_json
 
-    llm: FinancialLLM = request.app.state.llm
-    with counted(llm, "/inference"):
+    with counted(request.app.state.llm, "/inference"):
         req = InferenceRequest.model_validate(await read_json(request))
         check_text(req.prompt, "prompt")
+    events = generation_events(
+        request, [req.prompt], endpoint="/inference", max_tokens=req.max_new_tokens,
+        temperature=req.temperature,
+    )  # fmt: skip
     try:
-        done = await llm.achat(
-            req.prompt,
-            max_tokens=req.max_new_tokens,
-            temperature=req.temperature,
-            endpoint="/inference",
-        )
+        (done,) = await collect(events)
     except ContextLengthExceeded as exc:  # in this route's words: prompt, max_new_tokens
         raise exc.renamed(prompt="prompt", max_tokens="max_new_tokens") from None
     body: dict[str, Any] = {

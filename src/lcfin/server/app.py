@@ -24,16 +24,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
-from lcfin.server import admin, analytics, docs, openai
+from lcfin.server import admin, analytics, console, docs, openai, responses_api
+from lcfin.server.browser import BrowserGuardMiddleware
 from lcfin.server.context import RequestIdMiddleware, current_request_id
+from lcfin.server.exposure import Exposure
 from lcfin.server.ratelimit import Limits, RateLimiter, RateLimitMiddleware
-from lcfin.server.security import AuthMiddleware, BodyLimitMiddleware
+from lcfin.server.security import PUBLIC_PATHS, AuthMiddleware, BodyLimitMiddleware
 from lcfin.telemetry.wiring import Telemetry
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
 
-__all__ = ["create_app", "error_body"]
+__all__ = ["create_app", "error_body", "uvicorn_options"]
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,17 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(message, "server_error"), status_code=500)
 
 
-def _middleware(settings: Settings, limiter: RateLimiter | None) -> list[Middleware]:
-    stack = [Middleware(RequestIdMiddleware)]
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+def _middleware(
+    settings: Settings, exposure: Exposure, limiter: RateLimiter | None
+) -> list[Middleware]:
+    """Outermost first: request id, browser guard, CORS, auth, rate limits, body limit."""
+    origins = tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+    stack = [
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            BrowserGuardMiddleware, allowed_hosts=exposure.allowed_hosts, cors_origins=origins
+        ),
+    ]
     if origins:
         stack.append(
             Middleware(
@@ -118,8 +128,15 @@ def _middleware(settings: Settings, limiter: RateLimiter | None) -> list[Middlew
                 expose_headers=["x-request-id", "retry-after", "x-lcfin-cost-usd", *_RL_HEADERS],
             )
         )
-    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    stack.append(Middleware(AuthMiddleware, api_keys=settings.api_key_list(), admin_key=admin_key))
+    stack.append(
+        Middleware(
+            AuthMiddleware,
+            api_keys=list(exposure.api_keys),
+            admin_key=exposure.admin_key,
+            exposed=exposure.exposed,
+            public_paths=PUBLIC_PATHS | (console.public_paths() if settings.ui else frozenset()),
+        )
+    )
     stack.append(Middleware(RateLimitMiddleware, limiter=limiter))
     stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
     return stack
@@ -143,8 +160,14 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     records.
 
     Raises:
+        InvalidParameter: a bad key file, or `settings.host` beyond loopback with no API key
+            and no LCFIN_ALLOW_UNAUTHENTICATED (see `Exposure.of`), or a bad
+            LCFIN_UI_FRAME_ANCESTORS.
         LcfinError: the usage ledger (LCFIN_USAGE_DB) cannot be opened.
     """
+    exposure = Exposure.of(settings)
+    exposure.log_warnings()
+    csp = console.content_security_policy(settings) if settings.ui else None
     telemetry = Telemetry.from_settings(llm, settings)
     limiter = _rate_limiter(llm, settings)
 
@@ -165,8 +188,15 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
             await asyncio.to_thread(telemetry.close)
 
     app = Starlette(
-        routes=[*openai.routes(), *admin.routes(), *analytics.routes(), *docs.routes()],
-        middleware=_middleware(settings, limiter),
+        routes=[
+            *openai.routes(),
+            *responses_api.routes(),
+            *admin.routes(),
+            *analytics.routes(),
+            *docs.routes(),
+            *(console.routes() if settings.ui else []),
+        ],
+        middleware=_middleware(settings, exposure, limiter),
         exception_handlers={
             LcfinError: _lcfin_error,
             ValidationError: _validation_error,
@@ -177,6 +207,22 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
     )
     app.state.llm = llm
     app.state.settings = settings
+    app.state.exposure = exposure
+    app.state.console_csp = csp
+    app.state.limiter = limiter
     app.state.telemetry = telemetry
     app.state.started = time.time()
     return app
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header trust, from LCFIN_TRUSTED_PROXIES (default: trust no peer).
+
+    uvicorn otherwise believes X-Forwarded-For from 127.0.0.1, so any local process, or a
+    client behind a local proxy, could pick its own address (and rate-limit bucket).
+
+    Raises:
+        InvalidParameter: LCFIN_TRUSTED_PROXIES holds something other than addresses.
+    """
+    proxies = Exposure.trusted_proxies_of(settings)
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": list(proxies) or None}

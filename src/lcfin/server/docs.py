@@ -1,16 +1,26 @@
-"""GET /openapi.json (built from the protocol models) and GET /docs (Swagger UI over it)."""
+"""GET /openapi.json (built from the protocol models) and GET /docs (Swagger UI over it, from
+assets shipped in the swagger-ui-py package: no CDN, so the page works offline)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.server import protocol as p, responses as r
+from lcfin.server import (
+    protocol as p,
+    responses as r,
+    responses_objects as ro,
+    responses_request as rq,
+)
 
 __all__ = ["openapi_document", "routes"]
 
@@ -21,6 +31,8 @@ _SCHEMA_MODELS: list[tuple[type[BaseModel], Literal["validation", "serialization
     (p.CompletionRequest, "validation"),
     (r.CompletionResponse, "serialization"),
     (r.CompletionChunk, "serialization"),
+    (rq.CreateResponse, "validation"),
+    (ro.Response, "serialization"),
     (r.ModelList, "serialization"),
     (r.ErrorResponse, "serialization"),
     (p.InferenceRequest, "validation"),
@@ -54,6 +66,14 @@ def _op(
     return op
 
 
+def _by_id(summary: str, response: str | None) -> dict[str, Any]:
+    op = _op(summary, None, response) if response else _plain(summary)
+    op["parameters"] = [
+        {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    return op
+
+
 def _plain(summary: str, ok: dict[str, str] | None = None, errors: bool = True) -> dict[str, Any]:
     """A route without a response schema: its statuses (tests/server/test_docs.py checks them)."""
     responses: dict[str, Any] = {s: {"description": d} for s, d in (ok or {"200": "OK"}).items()}
@@ -69,11 +89,23 @@ def openapi_document() -> dict[str, Any]:
         "Chat completion", "ChatCompletionRequest", "ChatCompletionResponse", "ChatCompletionChunk"
     )
     text = _op("Text completion", "CompletionRequest", "CompletionResponse", "CompletionChunk")
+    respond = _op("Create a model response (Responses API)", "CreateResponse", "Response")
+    respond["responses"]["200"]["content"]["text/event-stream"] = {
+        "schema": {
+            "type": "string",
+            "description": "SSE: `event: <type>` + `data: <ResponseStreamEvent>` (OpenAI's)",
+        }
+    }
     inference = _op("Seed-style inference", "InferenceRequest", "ErrorResponse")
     inference["responses"]["200"] = {"description": "response, model_used, usage, timings"}
     paths = {
         "/v1/chat/completions": {"post": chat},
         "/v1/completions": {"post": text},
+        "/v1/responses": {"post": respond},
+        "/v1/responses/{response_id}": {
+            "get": _by_id("A stored response of the caller's API key", "Response"),
+            "delete": _by_id("Delete a stored response of the caller's API key", None),
+        },
         "/v1/models": {"get": _op("Served and switchable models", None, "ModelList")},
         "/health": {
             "get": _plain(
@@ -89,7 +121,7 @@ def openapi_document() -> dict[str, Any]:
                 errors=False,
             )
         },
-        "/models": {"get": _plain("Current model and the catalog")},
+        "/models": {"get": _plain("Current model, the catalog and the planner's numbers")},
         "/load-model": {
             "post": _plain(
                 "Switch model in the background (?model_name=..., admin)",
@@ -106,7 +138,10 @@ def openapi_document() -> dict[str, Any]:
             "get": _plain("Latency percentiles, throughput, error rates (?window=&model=&key=)")
         },
         "/analytics/usage": {
-            "get": _plain("Requests and tokens by model, endpoint, key and hour (admin)")
+            "get": _plain(
+                "Requests and tokens by model, endpoint, key and time bucket "
+                "(?window=&model=&key=&bucket=, admin)"
+            )
         },
         "/analytics/costs": {
             "get": _plain("Token and hardware costs, cost per 1K tokens, recommendations")
@@ -134,20 +169,52 @@ async def openapi_json(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+#: The page links its assets relatively, so it works behind a path prefix too.
 SWAGGER = """<!doctype html>
 <html><head><title>lcfin API</title><meta charset="utf-8">
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
 </head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});</script>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/init.js"></script>
 <noscript>The API description is at <a href="openapi.json">openapi.json</a>.</noscript>
 </body></html>
 """
+_INIT_JS = b'SwaggerUIBundle({url: "openapi.json", dom_id: "#ui"});\n'
+#: Only these files are served, from the swagger-ui-py package (Swagger UI 5, Apache-2.0).
+_ASSETS = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+}
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
+@functools.lru_cache(maxsize=len(_ASSETS))
+def _asset(name: str) -> bytes | None:
+    """A Swagger UI file shipped by the swagger-ui-py package (None when it is missing)."""
+    spec = importlib.util.find_spec("swagger_ui")  # locate it without importing it
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "static" / name
+    return path.read_bytes() if path.is_file() else None
 
 
 async def swagger(request: Request) -> Response:
-    """GET /docs: Swagger UI (loaded from a CDN) over /openapi.json."""
-    return HTMLResponse(SWAGGER)
+    """GET /docs: Swagger UI over /openapi.json, from assets shipped in a package (no CDN)."""
+    return HTMLResponse(SWAGGER, headers={"Content-Security-Policy": _CSP})
+
+
+async def swagger_asset(request: Request) -> Response:
+    """GET /docs/assets/{name}: one of Swagger UI's files, or the page's init script."""
+    name = request.path_params["name"]
+    if name == "init.js":
+        return Response(_INIT_JS, media_type="text/javascript; charset=utf-8")
+    body = _asset(name) if name in _ASSETS else None
+    if body is None:
+        raise HTTPException(404, "No such asset; the API description is at /openapi.json")
+    return Response(body, media_type=_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
 
 
 def routes() -> list[Route]:
@@ -155,4 +222,5 @@ def routes() -> list[Route]:
     return [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", swagger, methods=["GET"]),
+        Route("/docs/assets/{name}", swagger_asset, methods=["GET"]),
     ]

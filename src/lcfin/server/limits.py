@@ -3,6 +3,7 @@
 Each failure is an `InvalidParameter` (400 `invalid_request_error`) naming the parameter:
 
 - more than LCFIN_MAX_MESSAGES messages -> `messages`;
+- more than LCFIN_MAX_PROMPTS prompts in a completions list -> `prompt`;
 - a NUL or another C0 control character (other than tab, newline, carriage return), DEL, or a
   lone UTF-16 surrogate (a `\\ud800` JSON escape, which is not valid UTF-8) in a message's text
   -> `messages[i].content`, in a prompt -> `prompt` (or `prompt[i]`). Stop strings may hold
@@ -67,12 +68,19 @@ def check_chat(req: ChatCompletionRequest, max_messages: int) -> None:
             check_text(text, f"messages[{i}].content")
 
 
-def check_completion(req: CompletionRequest) -> None:
-    """Apply the character limits to a completions request's prompt(s).
+def check_completion(req: CompletionRequest, max_prompts: int) -> None:
+    """Apply the list-length and character limits to a completions request's prompt(s).
 
     Raises:
         InvalidParameter: naming `prompt` or `prompt[i]`.
     """
     prompts = req.prompts()
+    if len(prompts) > max_prompts:
+        raise InvalidParameter(
+            f"At most {max_prompts} prompts are allowed in one request, got {len(prompts)}",
+            param="prompt",
+            hint="split the list over several requests, or ask the operator to raise "
+            "LCFIN_MAX_PROMPTS",
+        )
     for i, prompt in enumerate(prompts):
         check_text(prompt, "prompt" if isinstance(req.prompt, str) else f"prompt[{i}]")

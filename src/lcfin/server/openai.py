@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
+from lcfin.server.admission import collect, generation_events
 from lcfin.server.context import counted
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
@@ -31,7 +31,6 @@ from lcfin.server.responses import (
 )
 from lcfin.server.streaming import (
     ClientGone,
-    merge_streams,
     prime,
     sse,
     sse_done,
@@ -98,24 +97,6 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
-def _choice_kwargs(kwargs: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """One kwargs dict per choice: seeded requests get seed, seed+1, ... so choices differ."""
-    seed = kwargs.get("seed")
-    return [{**kwargs, "seed": seed + i} if seed is not None else kwargs for i in range(n)]
-
-
-async def _collect(streams: list[AsyncIterator[Delta | Completion]]) -> list[Completion]:
-    async def final(stream: AsyncIterator[Delta | Completion]) -> Completion:
-        result = None
-        async for event in stream:
-            if isinstance(event, Completion):
-                result = event
-        assert result is not None
-        return result
-
-    return list(await asyncio.gather(*(final(s) for s in streams)))
-
-
 def _final_chat_chunks(
     rid: str, created: int, model: str, index: int, done: Completion, req: ChatCompletionRequest
 ) -> list[ChatCompletionChunk]:
@@ -168,23 +149,19 @@ async def _stream_response(
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    llm: FinancialLLM = request.app.state.llm
-    with counted(llm, "/v1/chat/completions"):
+    with counted(request.app.state.llm, "/v1/chat/completions"):
         req = ChatCompletionRequest.model_validate(await read_json(request))
         req.check_supported()
         check_chat(req, request.app.state.settings.max_messages)
-        model = served_model(llm, req.model)
+        model = served_model(request.app.state.llm, req.model)
     rid = chunk_id("chatcmpl")
-    streams = [
-        llm.astream_events(
-            req.core_messages(), truncate=False, endpoint="/v1/chat/completions",
-            request_id=f"{rid}-{i}" if req.n > 1 else rid, **kw,
-        )
-        for i, kw in enumerate(_choice_kwargs(req.sampling_kwargs(None), req.n))
-    ]  # fmt: skip
+    events = generation_events(
+        request, [req.core_messages()], n=req.n, truncate=False,
+        endpoint="/v1/chat/completions", request_id=rid, **req.sampling_kwargs(None),
+    )  # fmt: skip
     if not req.stream:
         try:
-            done = await unless_disconnected(request, _collect(streams))
+            done = await unless_disconnected(request, collect(events))
         except ClientGone:
             return Response(status_code=499)
         body = ChatCompletionResponse.from_completions(rid, model, done)
@@ -219,29 +196,24 @@ async def chat_completions(request: Request) -> Response:
                 ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
             )
 
-    return await _stream_response(request, merge_streams(streams), render)
+    return await _stream_response(request, events, render)
 
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
-    llm: FinancialLLM = request.app.state.llm
-    with counted(llm, "/v1/completions"):
+    with counted(request.app.state.llm, "/v1/completions"):
         req = CompletionRequest.model_validate(await read_json(request))
         req.check_supported()
-        check_completion(req)
-        model = served_model(llm, req.model)
+        check_completion(req, request.app.state.settings.max_prompts)
+        model = served_model(request.app.state.llm, req.model)
     rid = chunk_id("cmpl")
-    kwargs = req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS)
-    streams = [
-        llm.astream_events(
-            prompt=prompt, endpoint="/v1/completions", request_id=f"{rid}-{p}-{i}", **kw
-        )
-        for p, prompt in enumerate(req.prompts())
-        for i, kw in enumerate(_choice_kwargs(kwargs, req.n))
-    ]
+    events = generation_events(
+        request, req.prompts(), raw=True, n=req.n, endpoint="/v1/completions", request_id=rid,
+        **req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS),
+    )  # fmt: skip
     if not req.stream:
         try:
-            done = await unless_disconnected(request, _collect(streams))
+            done = await unless_disconnected(request, collect(events))
         except ClientGone:
             return Response(status_code=499)
         body = CompletionResponse.from_completions(rid, model, done, req.n)
@@ -275,7 +247,7 @@ async def completions(request: Request) -> Response:
                 CompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
             )
 
-    return await _stream_response(request, merge_streams(streams), render)
+    return await _stream_response(request, events, render)
 
 
 async def list_models(request: Request) -> Response:

@@ -1,12 +1,16 @@
 """Per-key rate limits (requests and tokens per minute) with OpenAI's `x-ratelimit-*` headers.
 
 `LCFIN_RATE_LIMITS="60rpm,100000tpm"` gives every caller two token buckets that refill
-continuously over a minute. Callers are API key ids (`key_id`, a hash: the key itself is never
-kept) or, when no keys are configured, the client IP. A generation request takes one request
-token when it is admitted; its prompt + completion tokens are charged when it ends (the
-FinancialLLM record hook), so the tokens bucket may go below zero, and the caller then waits
-until it refills. A refusal is 429 `rate_limit_exceeded` with Retry-After; every response of a
-limited route carries the headers OpenAI sends:
+continuously over a minute. Callers are the ids of verified API keys (`key_id`, a hash: the key
+itself is never kept) or, when no keys are configured, the client address (uvicorn rewrites it
+from X-Forwarded-For only for LCFIN_TRUSTED_PROXIES). A generation request takes one request
+token when it arrives. Once its prompts are rendered (`reserved`), each further prompt of a list
+takes one more, and the tokens bucket gives up every generation's budget (prompt + max_tokens,
+or what the context leaves) before any starts; when a generation ends (the FinancialLLM record
+hook), what it did not use goes back, and a cancelled one gives everything back. A request
+needs min(its budget, the limit) in the bucket, so concurrent requests cannot overshoot it. A
+refusal is 429 `rate_limit_exceeded` with Retry-After; every response of a limited route
+carries the headers OpenAI sends:
 
     x-ratelimit-limit-requests / -tokens        the per-minute limit
     x-ratelimit-remaining-requests / -tokens    what is left now
@@ -18,7 +22,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,14 +32,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lcfin.errors import InvalidParameter, RateLimited
 from lcfin.server.security import send_error
+from lcfin.telemetry.records import CANCELLED
 
 if TYPE_CHECKING:
+    from lcfin.engine.types import Admission
     from lcfin.telemetry.records import RequestRecord
 
-__all__ = ["LIMITED_PATHS", "Limits", "RateLimitMiddleware", "RateLimiter"]
+__all__ = ["LIMITED_PATHS", "Limits", "RateLimitMiddleware", "RateLimiter", "reserved"]
 
 #: The routes that generate text, and so count against the limits.
-LIMITED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/inference"})
+LIMITED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/inference"}
+)
 _MAX_CALLERS = 10_000  # full buckets are forgotten past this many callers
 _ITEM = re.compile(r"^\s*(\d+)\s*(rpm|tpm)\s*$", re.IGNORECASE)
 _caller: ContextVar[str | None] = ContextVar("lcfin_rate_limit_caller", default=None)
@@ -106,6 +115,7 @@ class RateLimiter:
         self.limits = limits
         self.clock = clock
         self._buckets: dict[str, tuple[_Bucket | None, _Bucket | None]] = {}
+        self._reserved: dict[str, tuple[str, int]] = {}  # request id -> (caller, token budget)
 
     def _get(self, caller: str) -> tuple[_Bucket | None, _Bucket | None]:
         now = self.clock()
@@ -165,11 +175,70 @@ class RateLimiter:
         if bucket is not None:
             bucket.level -= tokens
 
+    def reserve(self, caller: str, admission: Admission) -> None:
+        """Take a request for each further prompt and every generation's token budget.
+
+        Raises:
+            RateLimited: a bucket lacks it (nothing is taken; the request must not start).
+        """
+        requests, tokens = self._get(caller)
+        extra = max(admission.prompts - 1, 0)  # the first prompt's request was taken on arrival
+        if requests is not None:
+            need = min(extra, requests.capacity - 1)  # a longer list needs a full bucket
+            if requests.level < need:
+                raise self._refuse("requests", requests.capacity, requests.wait_s(need))
+        if tokens is not None:
+            need = min(admission.tokens, tokens.capacity)
+            if tokens.level < need:
+                raise self._refuse("tokens", tokens.capacity, tokens.wait_s(need))
+        if requests is not None:
+            requests.level -= extra
+        if tokens is not None:
+            tokens.level -= admission.tokens
+            for rid, budget in admission.token_budgets.items():
+                self._reserved[rid] = (caller, budget)
+
+    def release(self, admission: Admission) -> None:
+        """Give back the budgets of generations that never produced a record."""
+        for rid in admission.token_budgets:
+            held = self._reserved.pop(rid, None)
+            if held is not None:
+                self.charge(held[0], -held[1])
+
     def on_record(self, record: RequestRecord) -> None:
-        """FinancialLLM record hook: charge a finished generation to the current caller."""
+        """FinancialLLM record hook: settle a finished generation's tokens.
+
+        A reserved generation gets back what it did not use (everything, when cancelled);
+        any other is charged to the current caller.
+        """
+        used = record.prompt_tokens + record.completion_tokens
+        if record.error_code == CANCELLED:
+            used = 0
+        held = self._reserved.pop(record.request_id, None)
+        if held is not None:
+            self.charge(held[0], used - held[1])
+            return
         caller = _caller.get()
         if caller is not None:
-            self.charge(caller, record.prompt_tokens + record.completion_tokens)
+            self.charge(caller, used)
+
+
+@contextmanager
+def reserved(limiter: RateLimiter | None, admission: Admission) -> Iterator[None]:
+    """Reserve `admission` for the current caller while the block runs (see `reserve`).
+
+    Raises:
+        RateLimited: over a limit; the block does not run.
+    """
+    caller = _caller.get()
+    if limiter is None or caller is None:
+        yield
+        return
+    limiter.reserve(caller, admission)
+    try:
+        yield
+    finally:
+        limiter.release(admission)
 
 
 class RateLimitMiddleware:
@@ -204,7 +273,7 @@ class RateLimitMiddleware:
 
 
 def _caller_of(scope: Scope) -> str:
-    """The API key id set by AuthMiddleware, else the client IP."""
+    """The verified API key id set by AuthMiddleware, else the client address."""
     kid = scope.get("state", {}).get("api_key_id")
     if kid:
         return f"key:{kid}"

@@ -1,9 +1,12 @@
 """API keys (deny by default), the admin key, and the request body limit.
 
 Every route needs `Authorization: Bearer <key>` once keys are configured, except the few listed
-in PUBLIC_PATHS: a new route is protected unless someone adds it there on purpose. Admin routes
-need the admin key; with API keys set and no admin key they are refused. Keys are compared in
-constant time and never logged.
+in PUBLIC_PATHS (and the web console's static files, `console.public_paths()`, while LCFIN_UI
+is on): a new route is protected unless someone adds it there on purpose. Admin routes
+need the admin key; with API keys set, or a server listening beyond loopback, and no admin key
+they are refused. Keys are compared in constant time and never logged. Only a key that matched
+a configured one names the caller (rate limits, the ledger's `api_key_id`): with no keys
+configured, a Bearer token is no identity at all.
 """
 
 from __future__ import annotations
@@ -57,10 +60,21 @@ def _bearer(scope: Scope) -> str | None:
 class AuthMiddleware:
     """Checks API keys and the admin key before any route runs."""
 
-    def __init__(self, app: ASGIApp, *, api_keys: list[str], admin_key: str | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_keys: list[str],
+        admin_key: str | None,
+        exposed: bool = False,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
+    ) -> None:
         self.app = app
+        self.public_paths = public_paths
         self.api_keys = api_keys
         self.admin_key = admin_key
+        self.exposed = exposed
+        self.accepted = [*api_keys, *([admin_key] if admin_key else [])]
 
     def _refusal(self, path: str, token: str | None) -> LcfinError | None:
         admin = path in ADMIN_PATHS or path.startswith(ADMIN_PREFIXES)
@@ -72,12 +86,17 @@ class AuthMiddleware:
                     else (Unauthorized("Missing API key: send Authorization: Bearer <admin key>"))
                 )
             return None
-        if not self.api_keys or path in PUBLIC_PATHS:
+        if admin and self.exposed and not self.api_keys:
+            return Forbidden(
+                "Admin routes are disabled: the server listens beyond loopback and "
+                "LCFIN_ADMIN_KEY is not set",
+                hint="set LCFIN_ADMIN_KEY to use this route",
+            )
+        if not self.api_keys or path in self.public_paths:
             return None
         if token is None:
             return Unauthorized("Missing API key: send Authorization: Bearer <key>")
-        accepted = [*self.api_keys, *([self.admin_key] if self.admin_key else [])]
-        if not _matches(token, accepted):
+        if not _matches(token, self.accepted):
             return Unauthorized("Invalid API key")
         if admin:
             return Forbidden(
@@ -87,7 +106,7 @@ class AuthMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
@@ -96,7 +115,8 @@ class AuthMiddleware:
             log.info("Refused %s %s: %s", scope["method"], scope["path"], refusal.openai_code)
             await send_error(send, refusal, {"www-authenticate": "Bearer"})
             return
-        kid = key_id(token) if token is not None else None
+        verified = token is not None and bool(self.accepted) and _matches(token, self.accepted)
+        kid = key_id(token) if verified and token is not None else None
         if kid is not None:
             scope.setdefault("state", {})["api_key_id"] = kid
         with attribute_to(kid):  # the usage records of this request name the key's id

@@ -1,4 +1,4 @@
-"""SSE framing, merging the streams of n choices, and racing work against a client disconnect."""
+"""SSE framing, and racing work against a client disconnect."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from lcfin.errors import LcfinError
 
 __all__ = [
     "ClientGone",
-    "merge_streams",
     "prime",
     "sse",
     "sse_done",
@@ -52,39 +51,6 @@ def sse_error(exc: Exception, request_id: str) -> str:
 def sse_done() -> str:
     """The stream's last event."""
     return "data: [DONE]\n\n"
-
-
-async def merge_streams(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
-    """Interleave the events of n streams as they come, tagged with their index."""
-    if len(streams) == 1:
-        async for event in streams[0]:
-            yield 0, event
-        return
-    queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
-
-    async def pump(index: int, stream: AsyncIterator[Event]) -> None:
-        try:
-            async for event in stream:
-                await queue.put((index, event))
-            await queue.put((index, None))
-        except BaseException as exc:  # hand every failure to the consumer
-            await queue.put((index, exc))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        running = len(tasks)
-        while running:
-            index, item = await queue.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield index, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def prime(events: AsyncIterator[T]) -> tuple[T, AsyncIterator[T]]:

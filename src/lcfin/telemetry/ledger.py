@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lcfin.errors import LcfinError
 from lcfin.telemetry.records import RequestRecord
 from lcfin.telemetry.schema import REQUEST_COLUMNS, migrate
-from lcfin.telemetry.store import Store, describe_target, open_store
+from lcfin.telemetry.store import Store, describe_target, open_store, scrub
 
 __all__ = ["LedgerQuery", "Serving", "UsageLedger"]
 
@@ -127,9 +128,17 @@ class UsageLedger:
         self.store: Store = open_store(target)
         try:
             migrate(self.store)
-        except BaseException:
+        except LcfinError:
             self.store.close()
             raise
+        except Exception as exc:  # the driver's own error (unreachable server, bad login)
+            self.store.close()
+            lines = str(exc).strip().splitlines() or [""]
+            reason = scrub(lines[0], target)
+            raise LcfinError(
+                f"Cannot open the usage database {self.target}: {type(exc).__name__}: {reason}",
+                hint="check LCFIN_USAGE_DB, or set LCFIN_USAGE_DB=off",
+            ) from None
         self.flush_interval_s = flush_interval_s
         self.audit_retention_days = audit_retention_days
         self.session_id = uuid.uuid4().hex
@@ -143,6 +152,9 @@ class UsageLedger:
         self._thread: threading.Thread | None = None
         self._segment: tuple[float, Serving] | None = None
         self._next_beat = self._next_purge = 0.0
+        #: Called with the time on every writer tick: housekeeping of tables that share this
+        #: database (the response store's purge of expired responses).
+        self.maintenance: list[Callable[[float], object]] = []
         self._closed = False
         atexit.register(self.close)
 
@@ -220,6 +232,8 @@ class UsageLedger:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             self._guarded(self.purge_audit, now)
+        for work in list(self.maintenance):
+            self._guarded(work, now)
 
     def _take(self) -> list[RequestRecord]:
         with self._cond:

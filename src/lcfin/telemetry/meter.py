@@ -18,9 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 from lcfin.telemetry.costs import BusyClock, Prices, hardware_cost, token_cost
-from lcfin.telemetry.records import RequestRecord, current_api_key_id
+from lcfin.telemetry.records import CANCELLED, RequestRecord, current_api_key_id
 
-__all__ = ["REJECTED", "Accounting", "QueueEstimator", "RecordLabels", "RequestMeter"]
+__all__ = ["REJECTED", "Accounting", "Cancelled", "QueueEstimator", "RecordLabels", "RequestMeter"]
+
+
+class Cancelled(Exception):
+    """A generation stopped because another part of its request failed: never billed."""
+
+    openai_code = CANCELLED
 
 
 class QueueEstimator:
@@ -62,6 +68,7 @@ class RequestMeter:
     tokens: int = 0
     finish_reason: str = "abort"
     error: BaseException | None = None
+    billed: bool = True
 
     def on_delta(self, num_tokens: int, finish_reason: str | None) -> None:
         """Account for one delta from the backend."""
@@ -74,6 +81,11 @@ class RequestMeter:
     def fail(self, exc: BaseException) -> None:
         """The generation raised `exc`."""
         self.finish_reason, self.error = "error", exc
+
+    def cancel(self) -> None:
+        """Another part of the request failed and this one was stopped: record, never bill."""
+        self.finish_reason, self.billed = "abort", False
+        self.error = Cancelled("cancelled: another part of the request failed")
 
 
 @dataclass(frozen=True)
@@ -140,8 +152,8 @@ class Accounting:
             api_key_id=current_api_key_id(),
             queue_s=self.queue.estimate(labels.model, meter.ttft, prompt_tokens, meter.idle),
             gpu_seconds=gpu_s,
-            token_cost_usd=token_cost(prompt_tokens, meter.tokens, prices),
-            hardware_cost_usd=hardware_cost(gpu_s, prices.hourly_usd),
+            token_cost_usd=token_cost(prompt_tokens, meter.tokens, prices) if meter.billed else 0.0,
+            hardware_cost_usd=hardware_cost(gpu_s, prices.hourly_usd) if meter.billed else 0.0,
             prompt_text=texts[0] if self.audit else None,
             response_text=texts[1] if self.audit else None,
         )

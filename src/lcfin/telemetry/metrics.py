@@ -105,6 +105,7 @@ class ServingCollector:
         )
         busy.add_metric([], float(self.llm.stats()["busy_s"]))
         yield busy
+        yield from _engine_health(st.model is not None, st.engine_deaths)
         yield from _gpu_metrics()
 
     def _engine(self, labels: list[str] | None) -> Iterator[Metric]:
@@ -126,6 +127,18 @@ class ServingCollector:
             if stats.kv_cache_usage is not None:
                 kv.add_metric(labels, stats.kv_cache_usage)
         yield from (running, waiting, kv)
+
+
+def _engine_health(serving: bool, deaths: int) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        f"{P}engine_up", "1 while a model serves; 0 while none does (loading, failed, engine dead)."
+    )
+    up.add_metric([], 1.0 if serving else 0.0)
+    died = CounterMetricFamily(
+        f"{P}engine_deaths", "Engines that died under a loaded model (restarted or not since)."
+    )
+    died.add_metric([], float(deaths))
+    yield from (up, died)
 
 
 def _gpu_metrics() -> Iterator[Metric]:

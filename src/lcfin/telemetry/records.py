@@ -17,7 +17,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["RequestRecord", "StatsCollector", "attribute_to", "current_api_key_id"]
+__all__ = ["CANCELLED", "RequestRecord", "StatsCollector", "attribute_to", "current_api_key_id"]
+
+#: The `error_code` of a generation stopped because another part of its request failed (a
+#: list of prompts, n choices): it is recorded with no cost, and never billed (see #16).
+CANCELLED = "cancelled"
 
 _api_key_id: ContextVar[str | None] = ContextVar("lcfin_api_key_id", default=None)
 

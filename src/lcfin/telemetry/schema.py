@@ -10,6 +10,9 @@ transactional in both), under a lock so that replicas starting together migrate 
               alive (a heartbeat), with the profile's hourly cost -> hardware cost x uptime
     audit     prompt and response text per request id, only with LCFIN_AUDIT=true; purged after
               LCFIN_AUDIT_RETENTION_DAYS
+    responses stored responses of the Responses API (`store: true`): body and conversation items,
+              scoped to the API key id that created them (`owner`, '' without a key), deleted
+              after LCFIN_RESPONSE_STORE_TTL_S or when past LCFIN_RESPONSE_STORE_MAX_BYTES
     lcfin_meta  key/value; `schema_version`
 """
 
@@ -81,8 +84,22 @@ _V2 = (
     "CREATE INDEX requests_key_time ON requests (api_key_id, time)",
 )
 
+_V3 = (
+    """CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        items TEXT NOT NULL
+    )""",
+    "CREATE INDEX responses_expires ON responses (expires_at)",
+    "CREATE INDEX responses_created ON responses (created_at)",
+)
+
 #: MIGRATIONS[i] takes the schema from version i to version i + 1.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _META = "CREATE TABLE IF NOT EXISTS lcfin_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"

@@ -27,8 +27,10 @@ __all__ = [
 Row = dict[str, Any]
 #: The percentiles every summary reports.
 PERCENTILES = (50, 90, 95, 99)
-_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_WINDOW = re.compile(r"^(\d{1,12}(?:\.\d{1,6})?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest window but 'all' (ten years), so a window can never reach before year 1 (#16).
+MAX_WINDOW_S = 3650 * 86400
 
 
 class Window:
@@ -61,12 +63,14 @@ def parse_window(label: str, now: float | None = None) -> Window:
     if text == "all":
         return Window("all", None, now)
     match = _WINDOW.match(text)
-    if not match or float(match.group(1)) <= 0:
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
+    if not 0 < seconds <= MAX_WINDOW_S:
         raise InvalidParameter(
-            f"Unknown window {label!r}: use 1h, 24h, 7d, all (or any <number><s|m|h|d>)",
+            f"Unknown window {label[:40]!r}: use 1h, 24h, 7d, all (or any <number><s|m|h|d> "
+            "up to 3650d)",
             param="window",
         )
-    return Window(text, float(match.group(1)) * _UNIT_S[match.group(2)], now)
+    return Window(text, seconds, now)
 
 
 def iso(ts: float) -> str:

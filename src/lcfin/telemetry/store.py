@@ -10,16 +10,26 @@ process, and readers never block the writer. PostgreSQL needs the `postgres` ext
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote_plus
 
 from lcfin.errors import LcfinError
 
-__all__ = ["SQLAlchemyStore", "SQLiteStore", "Store", "Tx", "describe_target", "open_store"]
+__all__ = [
+    "SQLAlchemyStore",
+    "SQLiteStore",
+    "Store",
+    "Tx",
+    "describe_target",
+    "open_store",
+    "scrub",
+]
 
 Params = Mapping[str, Any]
 _MIGRATION_LOCK = 7_007_007  # PostgreSQL advisory lock key: one migrating replica at a time
@@ -142,8 +152,10 @@ class SQLAlchemyStore:
         try:
             self._engine = sqlalchemy.create_engine(_driver_url(url), pool_pre_ping=True)
         except (ImportError, sqlalchemy.exc.ArgumentError) as exc:
+            # an ArgumentError's text may quote the URL, password and all
+            reason = exc if isinstance(exc, ImportError) else type(exc).__name__
             raise LcfinError(
-                f"Cannot use the usage database URL {describe_target(url)}: {exc}",
+                f"Cannot use the usage database URL {describe_target(url)}: {reason}",
                 hint="pip install 'lcfin[postgres]' for postgresql:// URLs",
             ) from None
         self.dialect = str(self._engine.dialect.name)
@@ -166,16 +178,57 @@ def _is_url(target: str) -> bool:
     return bool(sep) and scheme.replace("+", "").isalnum()
 
 
+#: Query parameters of a database URL that carry a secret (libpq's and drivers' names).
+_SECRET_PARAMS = re.compile(r"(?i)(pass(word)?|pwd|secret|token|sslpassword|sslkey|api_?key)")
+
+
+def _mask_query(query: str) -> str:
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        secret = eq and _SECRET_PARAMS.search(unquote_plus(name))
+        parts.append(f"{name}=***" if secret else part)
+    return "&".join(parts)
+
+
+#: `user:password@` at the start of a URL, up to the last `@`: a password may hold `@` or `?`
+#: unescaped, and hiding too much of a description is harmless where too little is not.
+_USERINFO = re.compile(r"^(?P<user>[^:/@]*):(?P<password>.*)@")
+
+
+def _secrets_of(target: str) -> list[str]:
+    """The password values in a database URL (raw and unquoted), longest first."""
+    if not _is_url(target):
+        return []
+    rest = target.partition("://")[2]
+    found = []
+    userinfo = _USERINFO.match(rest)
+    if userinfo:
+        found.append(userinfo["password"])
+        rest = rest[userinfo.end() :]
+    for part in rest.partition("?")[2].split("&"):
+        name, eq, value = part.partition("=")
+        if eq and _SECRET_PARAMS.search(unquote_plus(name)):
+            found.append(value)
+    found += [unquote_plus(v) for v in found]
+    return sorted({v for v in found if v}, key=len, reverse=True)
+
+
+def scrub(text: str, target: str) -> str:
+    """`text` (a driver's error message) with the passwords of `target` replaced by ***."""
+    for secret in _secrets_of(target):
+        text = text.replace(secret, "***")
+    return text
+
+
 def describe_target(target: str) -> str:
-    """The target with any password hidden, safe to log and print."""
+    """The target with any password hidden (in `user:pw@` and in `?password=`), safe to log."""
     if not _is_url(target):
         return target
     scheme, _, rest = target.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return target
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else target
+    rest = _USERINFO.sub(lambda m: f"{m['user']}:***@", rest, count=1)
+    rest, question, query = rest.partition("?")
+    return f"{scheme}://{rest}" + (f"?{_mask_query(query)}" if question else "")
 
 
 def open_store(target: str) -> Store:

@@ -1,5 +1,7 @@
 """A server's telemetry: the usage ledger and the Prometheus metrics, hooked to its FinancialLLM.
 
+It also holds the Responses API's stored responses, which live in the ledger's database.
+
 `create_app` builds one from the settings; the lifespan starts it (so uptime counts from start-up)
 and closes it on shutdown (so the last records are written). A notebook can do the same:
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 from lcfin.errors import LcfinError
 from lcfin.telemetry.ledger import Serving, UsageLedger
 from lcfin.telemetry.metrics import Metrics
+from lcfin.telemetry.response_store import ResponseStore
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
@@ -42,14 +45,38 @@ def serving_of(llm: FinancialLLM) -> Callable[[], Serving]:
     return heartbeat
 
 
-class Telemetry:
-    """The ledger (None when LCFIN_USAGE_DB=off) and metrics of one server."""
+def _response_store(ledger: UsageLedger | None, settings: Settings) -> ResponseStore | None:
+    if not settings.response_store:
+        return None
+    if ledger is None:
+        log.info("Responses are not stored: there is no usage database (LCFIN_USAGE_DB=off)")
+        return None
+    return ResponseStore(
+        ledger.store,
+        ttl_s=settings.response_store_ttl_s,
+        max_bytes=settings.response_store_max_bytes,
+    )
 
-    def __init__(self, llm: FinancialLLM, ledger: UsageLedger | None, metrics: Metrics) -> None:
-        self.llm, self.ledger, self.metrics = llm, ledger, metrics
+
+class Telemetry:
+    """The ledger (None when LCFIN_USAGE_DB=off), metrics and stored responses of one server.
+
+    `responses` is None when responses are not stored (LCFIN_RESPONSE_STORE=false or no ledger).
+    """
+
+    def __init__(
+        self,
+        llm: FinancialLLM,
+        ledger: UsageLedger | None,
+        metrics: Metrics,
+        responses: ResponseStore | None = None,
+    ) -> None:
+        self.llm, self.ledger, self.metrics, self.responses = llm, ledger, metrics, responses
         self._hooks: list[Callable[[RequestRecord], None]] = [metrics.observe]
         if ledger is not None:
             self._hooks.append(ledger.add)
+            if responses is not None:
+                ledger.maintenance.append(responses.maintain)
         llm.record_hooks.extend(self._hooks)
 
     @classmethod
@@ -81,7 +108,7 @@ class Telemetry:
             else:
                 audit = "on" if settings.audit else "off"
                 log.info("Usage ledger: %s (audit %s)", ledger.target, audit)
-        return cls(llm, ledger, Metrics(llm))
+        return cls(llm, ledger, Metrics(llm), _response_store(ledger, settings))
 
     def start(self) -> None:
         """Start the ledger's writer (and its uptime heartbeat)."""

@@ -1,0 +1,203 @@
+"""What VLLMBackend watches around its engine: GPU memory, the scheduler's stats, the KV cache
+vLLM reports, and whether the EngineCore process is still alive.
+
+Nothing here imports vllm at module level: `stats_logger_factory` imports vLLM's
+`StatLoggerBase` when an engine is built (the interface is "not stable", VLLM-NOTES section 6;
+`record(scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0)` in 0.32 and 0.33).
+GPU memory is read through NVML, never CUDA, so that vLLM can fork its engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lcfin.engine.backend import KvCapacity
+
+__all__ = [
+    "RELEASE_SLACK_BYTES",
+    "EngineLoad",
+    "EngineWatch",
+    "capacity_of",
+    "death_reason",
+    "nvml_used_bytes",
+    "stats_logger_factory",
+    "wait_for_release",
+]
+
+log = logging.getLogger(__name__)
+
+#: Memory a closed engine may leave behind (allocator slack) and still count as released.
+RELEASE_SLACK_BYTES = 512 * 2**20
+#: How often the watch looks at the engine (its death shows within this).
+WATCH_INTERVAL_S = 0.1
+
+MemoryReader = Callable[[], "int | None"]
+
+
+# -- GPU memory (NVML; never CUDA in this process) ---------------------------------------------
+
+
+def nvml_used_bytes() -> int | None:
+    """Memory in use on this process's visible GPUs, per NVML; None without NVML."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver
+        return None
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        wanted = [int(i) for i in visible.split(",") if i.strip().isdigit()] or range(count)
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted if i < count]
+        return int(sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles))
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def wait_for_release(
+    start: int | None,
+    held: int,
+    *,
+    read: MemoryReader = nvml_used_bytes,
+    timeout_s: float = 60.0,
+    poll_s: float = 0.25,
+) -> bool:
+    """Wait until GPU memory in use drops by `held` bytes from `start`; False on timeout."""
+    if start is None or held <= 0:
+        return True
+    target = start - held + RELEASE_SLACK_BYTES
+    deadline = time.monotonic() + timeout_s
+    while True:
+        used = read()
+        if used is None or used <= target:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
+# -- the scheduler's stats ----------------------------------------------------------------------
+
+
+@dataclass
+class EngineLoad:
+    """The last scheduler stats vLLM reported (written by its output handler's thread)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float | None = None
+
+    def update(self, scheduler_stats: Any) -> None:
+        """Take one `SchedulerStats` (None between steps that have none)."""
+        if scheduler_stats is None:
+            return
+        self.running = int(getattr(scheduler_stats, "num_running_reqs", 0))
+        self.waiting = int(getattr(scheduler_stats, "num_waiting_reqs", 0))
+        usage = getattr(scheduler_stats, "kv_cache_usage", None)
+        self.kv_cache_usage = None if usage is None else float(usage)
+
+
+def stats_logger_factory(load: EngineLoad) -> Any:
+    """A per-engine vLLM stat-logger factory that feeds `load` (imports vllm)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _LoadLogger(StatLoggerBase):  # type: ignore[misc]  # vllm is untyped here (Any)
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            load.update(scheduler_stats)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return _LoadLogger
+
+
+# -- the KV cache vLLM reports ---------------------------------------------------------------------
+
+
+def capacity_of(engine: Any, plan: Any) -> KvCapacity:
+    """vLLM's own KV-cache size and max concurrency (its start-up log line), with the plan's.
+
+    vLLM syncs them back from EngineCore after start-up (`EngineCoreReadyResponse`):
+    `vllm_config.cache_config.kv_cache_size_tokens` / `kv_cache_max_concurrency`.
+    """
+    cache = getattr(getattr(engine, "vllm_config", None), "cache_config", None)
+    tokens = getattr(cache, "kv_cache_size_tokens", None)
+    conc = getattr(cache, "kv_cache_max_concurrency", None)
+    return KvCapacity(
+        max_model_len=int(engine.model_config.max_model_len),
+        engine_tokens=None if tokens is None else int(tokens),
+        engine_max_concurrency=None if conc is None else round(float(conc), 3),
+        num_blocks=getattr(cache, "num_gpu_blocks", None),
+        block_size=getattr(cache, "block_size", None),
+        planned_tokens=None if plan is None else plan.kv_cache_tokens,
+        planned_max_concurrency=None if plan is None else plan.max_concurrency,
+    )
+
+
+# -- is the engine alive? ----------------------------------------------------------------------
+
+
+def death_reason(engine: Any) -> str:
+    """Why the engine stopped, from its processes' exit codes where vLLM exposes them."""
+    core = getattr(engine, "engine_core", None)
+    manager = getattr(getattr(core, "resources", None), "engine_manager", None)
+    for proc in getattr(manager, "processes", None) or []:
+        code = getattr(proc, "exitcode", None)
+        if code is None:
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"its EngineCore process was killed by signal {-code} ({name})"
+        return f"its EngineCore process exited with code {code}"
+    return "its EngineCore process stopped"
+
+
+class EngineWatch:
+    """Calls `on_death(reason)` once, from its own thread, when the engine has died.
+
+    vLLM's client notices a dead EngineCore at once (a monitor thread on the process sentinel
+    sets `engine_dead`, and `AsyncLLM.errored` turns true); this polls that flag.
+    """
+
+    def __init__(self, engine: Any, on_death: Callable[[str], None]) -> None:
+        self._engine, self._on_death = engine, on_death
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lcfin-engine-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            if bool(getattr(self._engine, "errored", False)):
+                if self._stop.is_set():  # closed meanwhile: a shutdown, not a death
+                    return
+                reason = death_reason(self._engine)
+                log.error("The vLLM engine has died: %s", reason)
+                self._on_death(reason)
+                return
+
+    def stop(self) -> None:
+        """Stop watching (the engine is being shut down on purpose)."""
+        self._stop.set()
+        self._engine = None  # no reference kept to a closed engine
