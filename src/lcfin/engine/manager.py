@@ -24,17 +24,22 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.backend import InferenceBackend, load_backend
+from lcfin.engine.loaded import LoadedModel, ModelStatus, State
 from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
-from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
+from lcfin.engine.switching import (
+    Strategy,
+    check_strategy,
+    choose_strategy,
+    footprint_gib,
+    plan_for,
+)
 from lcfin.engine.warm import WarmTier
 from lcfin.errors import (
     BackendUnavailable,
-    InvalidParameter,
     LcfinError,
     ModelLoadFailed,
     ModelLoading,
@@ -49,73 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "ModelManager", "ModelStatus"]
 
 log = logging.getLogger(__name__)
-
-State = Literal["idle", "loading", "ready", "failed"]
-
-
-@dataclass
-class LoadedModel:
-    """A backend serving one model, with its in-flight request count."""
-
-    spec: ModelSpec
-    backend: InferenceBackend
-    load_time_s: float
-    active: int = 0
-    retired: bool = False
-    #: The load options it was loaded with (to restore it after a failed switch).
-    overrides: dict[str, Any] = field(default_factory=dict)
-    #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
-    footprint_gib: float | None = None
-    #: Its weights per GPU in GiB, from the planner (what a sleeper keeps in host RAM).
-    weights_gib: float | None = None
-
-    @property
-    def architecture(self) -> str | None:
-        """The model class from its config.json (e.g. LlamaForCausalLM), when the backend knows."""
-        arch = getattr(self.backend, "architecture", None)
-        return arch if isinstance(arch, str) else None
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """Where the model manager stands: state, serving model, and the last error."""
-
-    state: State
-    model: str | None
-    backend: str | None
-    profile: str
-    repo_id: str | None = None
-    load_time_s: float | None = None
-    max_model_len: int | None = None
-    loading_model: str | None = None
-    loading_elapsed_s: float | None = None
-    error: str | None = None
-    #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
-    strategy: str | None = None
-    #: The model whose load failed, and when (Unix time); kept until the next load starts.
-    failed_model: str | None = None
-    failed_at: float | None = None
-    #: The served model's class from its config.json (the seed's /health `architecture`).
-    architecture: str | None = None
-    #: Models asleep in the warm tier, least recently used first.
-    sleeping: tuple[str, ...] = ()
-    #: The last completed load: model, previous, strategy, source ('loaded' or 'woken'),
-    #: previous_went ('slept', 'closed', or 'closing' after its last request), seconds.
-    last_switch: dict[str, Any] | None = None
-    #: Engines that died under a loaded model since start (each one restarted or not).
-    engine_deaths: int = 0
-    #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
-    kv_cache: dict[str, Any] | None = None
-
-    @property
-    def serving(self) -> bool:
-        """Whether a model can answer requests right now (not while a drain-and-swap runs)."""
-        draining = self.state == "loading" and self.strategy == "drain_and_swap"
-        return self.model is not None and not draining
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as a JSON-ready dict."""
-        return {**asdict(self), "serving": self.serving}
 
 
 class ModelManager:
@@ -143,7 +81,7 @@ class ModelManager:
         self.settings = settings
         self.profile = profile
         self.backend_kind = backend_kind
-        self.strategy = _check_strategy(strategy)
+        self.strategy = check_strategy(strategy)
         self.drain_timeout_s = (
             settings.shutdown_timeout if drain_timeout_s is None else drain_timeout_s
         )
@@ -189,7 +127,7 @@ class ModelManager:
             sleeping=self._warm.names(),
             last_switch=self._last_switch,
             engine_deaths=self.recovery.deaths,
-            kv_cache=_capacity(cur),
+            kv_cache=cur.kv_cache if cur else None,
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -244,7 +182,7 @@ class ModelManager:
         """
         forced = overrides.pop("switch_strategy", None)
         if forced is not None:
-            _check_strategy(forced)
+            check_strategy(forced)
         try:
             spec = self._resolve(name)
         except LcfinError as exc:  # a failed load too: status() says so until the next one
@@ -472,7 +410,7 @@ class ModelManager:
         finally:
             cur.active -= slots
             if cur.retired and cur.active == 0:
-                _close_soon(cur)
+                cur.close_soon()
 
     def close(self) -> None:
         """Close the current backend (in-flight requests end) and every sleeping one.
@@ -484,25 +422,3 @@ class ModelManager:
         if cur is not None:
             cur.backend.close()
         self._warm.close()
-
-
-def _close_soon(model: LoadedModel) -> None:
-    """Close a retired model's backend in a thread: its last request ends on an event loop."""
-    threading.Thread(
-        target=model.backend.close, name=f"lcfin-close-{model.spec.name}"[:60], daemon=True
-    ).start()
-
-
-def _capacity(model: LoadedModel | None) -> dict[str, Any] | None:
-    capacity = getattr(model.backend, "capacity", None) if model is not None else None
-    return capacity.to_dict() if capacity is not None else None
-
-
-def _check_strategy(value: str) -> str:
-    allowed = ("auto", *STRATEGIES)
-    if value not in allowed:
-        raise InvalidParameter(
-            f"Unknown switch strategy {value!r}; choose one of {', '.join(allowed)}",
-            param="switch_strategy",
-        )
-    return value
