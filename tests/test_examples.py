@@ -177,8 +177,24 @@ def test_troubleshooting_does_not_fit_message_is_current() -> None:
 
     error = does_not_fit(plan_memory("llama3.1-70b", "hf-l40"))
     page = (DOCS / "troubleshooting.md").read_text()
-    assert f"\n{error.message}\nhint: {error.hint}\n" in page
+    assert f"\nerror: {error.message}\nhint: {error.hint}\n" in page  # as the CLI prints it
     assert error.exit_code == 3 and error.http_status == 422
+
+
+def test_troubleshooting_unreachable_hub_message_is_current(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from lcfin.engine.hub import _hub_error
+    from lcfin.engine.registry import get_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the network is down; offline mode is not on
+    settings = Settings(_env_file=None, hf_home="/root/.cache/huggingface")
+    error = _hub_error(LocalEntryNotFoundError("x"), get_model("qwen3-8b"), settings)
+    page = (DOCS / "troubleshooting.md").read_text()
+    assert f"\nerror: {error.message}\nhint: {error.hint}\n" in page
+    assert error.exit_code == 6
 
 
 def _hub_response(status: int) -> Any:

@@ -28,7 +28,9 @@ def cli_reference() -> str:
         "\n## Exit codes\n\n| code | meaning |\n| --- | --- |\n| 0 | ok |\n| 1 | error |\n"
         "| 2 | usage error or invalid parameter |\n| 3 | the model does not fit the profile |\n"
         "| 4 | model not found |\n| 5 | unauthorized or gated model |\n"
-        "| 6 | backend unavailable or model load failed |\n| 130 | interrupted (Ctrl-C) |\n"
+        "| 6 | backend unavailable or model load failed |\n"
+        "| 7 | `lcfin serve` cannot listen on its host and port (in use, or not allowed) |\n"
+        "| 130 | interrupted (Ctrl-C) |\n"
     )
     return GENERATED + body.strip() + "\n" + codes
 

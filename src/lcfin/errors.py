@@ -16,6 +16,7 @@
      ├── BackendUnavailable         503 backend_unavailable     exit 6
      │    └── ModelLoading          503 model_loading           exit 6   (+ Retry-After)
      ├── ModelLoadFailed            500 model_load_failed       exit 6
+     ├── PortUnavailable            (CLI only)                  exit 7   (port in use, bind refused)
      ├── Conflict                   409 conflict                exit 1
      ├── RequestTimeout             504 timeout                 exit 1
      ├── OutputTruncated            500 output_truncated        exit 1   (library: cut JSON)
@@ -36,6 +37,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_MODEL_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_PORT_UNAVAILABLE",
     "EXIT_UNAUTHORIZED",
     "EXIT_USAGE",
     "BackendUnavailable",
@@ -55,6 +57,7 @@ __all__ = [
     "OutputTruncated",
     "Overloaded",
     "PayloadTooLarge",
+    "PortUnavailable",
     "RateLimited",
     "RequestTimeout",
     "Unauthorized",
@@ -68,6 +71,8 @@ EXIT_DOES_NOT_FIT = 3
 EXIT_MODEL_NOT_FOUND = 4
 EXIT_UNAUTHORIZED = 5
 EXIT_BACKEND_UNAVAILABLE = 6
+#: `lcfin serve` cannot listen on its host and port (in use, privileged, not an address here).
+EXIT_PORT_UNAVAILABLE = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -121,6 +126,44 @@ class ContextLengthExceeded(InvalidParameter):
     """Prompt plus max_tokens do not fit the model's context window."""
 
     openai_code = "context_length_exceeded"
+
+    #: The numbers behind the message (None when it was built from a message alone).
+    sizes: tuple[int, int | None, int] | None = None  # limit, prompt tokens, max tokens
+
+    @classmethod
+    def of(
+        cls,
+        limit: int,
+        prompt_tokens: int | None,
+        wanted: int,
+        *,
+        prompt: str = "messages",
+        max_tokens: str = "max_tokens",
+    ) -> ContextLengthExceeded:
+        """The error in the request's own field names (`prompt_tokens` None: max_tokens alone)."""
+        if prompt_tokens is None:
+            exc = cls(
+                f"{max_tokens} is too large: {wanted}; this model's maximum context length is "
+                f"{limit} tokens, prompt included",
+                param=max_tokens,
+                hint=f"ask for fewer than {limit} tokens",
+            )
+        else:
+            need = "need" if prompt.endswith("s") else "needs"
+            exc = cls(
+                f"This model's maximum context length is {limit} tokens; the {prompt} {need} "
+                f"{prompt_tokens} tokens and {max_tokens} asks for {wanted}",
+                param=prompt,
+                hint=f"shorten the {prompt} or lower {max_tokens}",
+            )
+        exc.sizes = (limit, prompt_tokens, wanted)
+        return exc
+
+    def renamed(self, *, prompt: str, max_tokens: str) -> ContextLengthExceeded:
+        """The same error for a route whose fields have other names (e.g. /inference)."""
+        if self.sizes is None:
+            return self
+        return self.of(*self.sizes, prompt=prompt, max_tokens=max_tokens)
 
 
 class PayloadTooLarge(InvalidParameter):
@@ -236,6 +279,13 @@ class ModelLoadFailed(LcfinError):
 
     openai_code = "model_load_failed"
     exit_code = EXIT_BACKEND_UNAVAILABLE
+
+
+class PortUnavailable(LcfinError):
+    """`lcfin serve` cannot listen on its host and port (checked before the model loads)."""
+
+    openai_code = "port_unavailable"
+    exit_code = EXIT_PORT_UNAVAILABLE
 
 
 class RateLimited(LcfinError):

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lcfin.errors import BackendUnavailable, Unauthorized
+
 __all__ = [
     "BenchConfig",
     "BenchReport",
@@ -205,11 +207,36 @@ async def _streamed(
 
 
 async def _resolve_model(client: Any, cfg: BenchConfig) -> str:
+    """The model to ask for; first checks that the server answers (an error, not N failures).
+
+    Raises:
+        BackendUnavailable: the server cannot be reached, fails, or lists no model.
+        Unauthorized: it refused the API key.
+    """
+    import httpx
+
+    where = cfg.url.rstrip("/")
+    try:
+        resp = await client.get("/v1/models")
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(
+            f"Could not reach {where}: {type(exc).__name__}",
+            hint="check the URL and that the server is running (`lcfin serve`)",
+        ) from None
+    if resp.status_code in (401, 403):
+        raise Unauthorized(f"{where} refused the request (HTTP {resp.status_code})",
+                           hint="pass --api-key (or LCFIN_API_KEY)")  # fmt: skip
+    try:
+        models = resp.json().get("data", []) if resp.status_code == 200 else []
+    except (ValueError, AttributeError):  # not an OpenAI-compatible /v1/models
+        models = []
+    loaded = [m for m in models if m.get("loaded")] or models
     if cfg.model:
         return cfg.model
-    resp = await client.get("/v1/models")
-    models = resp.json().get("data", [])
-    loaded = [m for m in models if m.get("loaded")] or models
+    if not loaded:
+        raise BackendUnavailable(
+            f"{where} lists no model (GET /v1/models: HTTP {resp.status_code})", hint="pass --model"
+        )
     return str(loaded[0]["id"])
 
 

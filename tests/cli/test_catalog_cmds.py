@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,9 +32,42 @@ def test_models_table_labels_demo() -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "qwen3-8b" in result.stdout
-    assert "LinguaCustodia/" in result.stdout  # repo ids fold in an 80-column terminal
-    assert "(demo)" in result.stdout
+    assert "demo (demo)" not in result.stdout  # the alias says it already
     assert "not for real use" in result.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 140])
+def test_models_table_keeps_names_and_repo_ids_whole(columns: int) -> None:
+    from lcfin import list_models
+
+    out = lcfin_at(columns, "models")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    cells = [cell.strip() for line in lines for cell in line.split("│")]
+    for alias, spec in list_models().items():
+        assert alias in cells
+        org, name = spec.repo_id.split("/")
+        # whole on one line, or broken once after the organisation: never inside a word
+        assert spec.repo_id in cells or (f"{org}/" in cells and name in cells), spec.repo_id
+
+
+def lcfin_at(columns: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "lcfin", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_profiles_show_a_multi_node_profile_as_nodes_x_gpus() -> None:
+    wide = lcfin_at(120, "profiles")
+    row = next(line for line in wide.stdout.splitlines() if "ray-h100-2x4" in line)
+    assert "2 nodes x 4 GPUs" in row and "4x2" in row  # 2 machines of 4; TP 4 x PP 2
+    narrow = lcfin_at(80, "profiles").stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    words = narrow.split()
+    for whole in ("ray-h100-2x4", "scw-l40s-x4", "transformers", "bf16", "fp32", "32768"):
+        assert whole in words  # never cut inside a value
 
 
 def test_models_json() -> None:
@@ -113,6 +149,37 @@ def test_download_offline_uncached_gated_repo(monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code != 0
     assert "offline" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_download_without_the_hub_says_why_and_names_the_token() -> None:
+    # HF_HUB_OFFLINE=1 (the test environment), LCFIN_OFFLINE unset, no HF_TOKEN_LC.
+    result = runner.invoke(app, ["download", "qwen3-8b"])
+    assert result.exit_code == 6
+    assert "offline mode is on (HF_HUB_OFFLINE)" in result.stderr
+    assert "unset HF_HUB_OFFLINE, then run `lcfin download qwen3-8b`" in result.stderr
+    assert "set HF_TOKEN_LC to a token with access" in result.stderr
+    assert "LCFIN_OFFLINE" not in result.stderr  # it was not set
+
+
+def test_download_without_a_network_does_not_blame_offline_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The hub edge: what huggingface_hub raises when the network is down (no real network).
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(*args: object, **kwargs: object) -> str:
+        raise LocalEntryNotFoundError("Cannot reach the hub (connection error)")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_TOKEN_LC", "hf_test_token_value")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    result = runner.invoke(app, ["download", "qwen3-8b"])
+    assert result.exit_code == 6
+    assert "the hub cannot be reached" in result.stderr
+    assert "check the network" in result.stderr
+    assert "OFFLINE" not in result.stderr and "to a token with access" not in result.stderr
+    assert "hf_test_token_value" not in result.output
 
 
 def test_download_unauthorized_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

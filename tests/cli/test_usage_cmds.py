@@ -83,6 +83,8 @@ def test_default_ledger_comes_from_the_settings(db: Path, monkeypatch: pytest.Mo
         (["--db", "x.db", "--url", "postgresql://h/db"], 2, "not both"),
         (["--db", "missing.db"], 1, "No usage ledger at missing.db"),
         (["--window", "1y"], 2, "Unknown window"),
+        (["--bucket", "xyz"], 2, "Unknown bucket 'xyz': use auto, 1m, 10m, 1h, 1d"),
+        (["--bucket", "all"], 2, "Unknown bucket 'all'"),
     ],
 )
 def test_errors(args: list[str], code: int, message: str) -> None:

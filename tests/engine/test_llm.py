@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from typing import Any
 
 import pytest
 
@@ -132,7 +133,35 @@ def test_context_length_exceeded(make_llm):
         llm.complete(long, **GREEDY)
     with pytest.raises(ContextLengthExceeded):  # max_tokens counts too
         llm.chat(Q, max_tokens=96)
-    assert llm.stats()["requests"] == 0
+    stats = llm.stats()  # refused requests are counted as errors (see #17), without latency
+    assert (stats["requests"], stats["errors"], stats["mean_latency_s"]) == (4, 4, None)
+    records = llm.recent_requests()
+    assert {(r.status, r.error_code, r.finish_reason) for r in records} == {
+        ("error", "context_length_exceeded", "rejected")
+    }
+    assert {r.model for r in records} == {llm.model}
+
+
+def test_a_refused_batch_is_recorded_once_per_generation(make_llm):
+    llm = make_llm("llama", max_model_len=96)
+    long = " ".join(["The liquidity coverage ratio requires banks to hold liquid assets."] * 8)
+
+    async def admit(sources: list[str], **kw: Any) -> None:
+        async with llm.abatch(sources, **kw):
+            pytest.fail("the batch was admitted")
+
+    with pytest.raises(ContextLengthExceeded):  # the second prompt does not fit: none runs
+        asyncio.run(admit(["Q", long], raw=True, n=2, request_id="cmpl-1", max_tokens=4))
+    with pytest.raises(InvalidParameter, match="at most"):  # more than ever runs at once
+        asyncio.run(admit([Q], n=10_000, request_id="chat-2"))
+
+    records = llm.recent_requests()  # each generation asked for once; a request too big once
+    ids = ["cmpl-1-0-0", "cmpl-1-0-1", "cmpl-1-1-0", "cmpl-1-1-1", "chat-2"]
+    assert [r.request_id for r in records] == ids
+    assert [r.error_code for r in records] == ["context_length_exceeded"] * 4 + ["invalid_value"]
+    assert {(r.status, r.finish_reason, r.completion_tokens) for r in records} == {
+        ("error", "rejected", 0)
+    }
 
 
 def test_a_huge_prompt_is_refused_after_tokenizing_only_a_prefix(make_llm, tokenizer):
@@ -457,3 +486,16 @@ def test_record_hooks_receive_one_record_per_request(make_llm, tiny_models, back
     assert first.time_to_first_token_s is not None
     assert (second.request_id, second.endpoint) == ("req-42", "test")
     assert events[-1].request_id == "req-42"
+
+
+def test_the_default_model_is_the_seeds_on_a_gpu_and_the_demo_on_cpu() -> None:
+    from lcfin import FinancialLLM, Settings
+
+    gpu = FinancialLLM(profile="scw-l40s", backend="transformers", load=False, settings=Settings())
+    cpu = FinancialLLM(profile="cpu", load=False, settings=Settings())
+    try:
+        assert gpu.initial_model == "qwen3-8b"  # the seed's MODEL_NAME default
+        assert cpu.initial_model == "demo"
+    finally:
+        gpu.close()
+        cpu.close()

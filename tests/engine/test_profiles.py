@@ -106,3 +106,14 @@ def test_user_profile_is_loadable(tmp_path: Path) -> None:
     user = tmp_path / "p.toml"
     user.write_text('[profiles.a100]\nbackend = "vllm"\ngpu_count = 1\ngpu_total_gib = 79.2\n')
     assert load_profile("a100", user).gpu_total_gib == 79.2
+
+
+def test_docs_profiles_page_covers_every_shipped_profile() -> None:
+    from pathlib import Path
+
+    from lcfin import list_profiles
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text()
+    for name, profile in list_profiles().items():
+        assert f"| `{name}` | {profile.backend} |" in page, f"{name}: not in the profiles table"
+        assert f"| {name} | " in page, f"{name}: not in the every-model table"

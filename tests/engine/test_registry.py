@@ -134,6 +134,29 @@ def test_user_catalog_adds_and_overrides(tmp_path: Path) -> None:
     assert models["qwen3-8b"].repo_id == "acme/qwen-mirror"
 
 
+def test_a_partial_user_entry_merges_with_the_shipped_one(tmp_path: Path) -> None:
+    from lcfin import list_profiles
+
+    user = tmp_path / "prices.toml"
+    user.write_text(
+        "[models.demo]\nprice_per_1m_prompt_usd = 0.5\nprice_per_1m_completion_usd = 1.5\n"
+        '[models."qwen3-8b".arch]\nmax_position_embeddings = 32768\n'
+        "[profiles.cpu]\nhourly_cost_usd = 0.42\n"
+    )
+    shipped, merged = list_models()["demo"], list_models(user)["demo"]
+    assert merged.price_per_1m_prompt_usd == 0.5 and merged.price_per_1m_completion_usd == 1.5
+    assert merged.model_copy(
+        update={"price_per_1m_prompt_usd": None, "price_per_1m_completion_usd": None}
+    ) == shipped.model_copy(
+        update={"price_per_1m_prompt_usd": None, "price_per_1m_completion_usd": None}
+    )
+    qwen = list_models(user)["qwen3-8b"]
+    assert qwen.arch is not None and qwen.arch.max_position_embeddings == 32768
+    assert qwen.arch.num_layers == 36 and qwen.repo_id == "LinguaCustodia/qwen3-8b-fin-v0.3"
+    cpu = list_profiles(user)["cpu"]
+    assert cpu.hourly_cost_usd == 0.42 and cpu.backend == "transformers"
+
+
 def test_bad_user_catalog_names_file_table_and_field(tmp_path: Path) -> None:
     user = tmp_path / "bad.toml"
     user.write_text('[models.broken]\nrepo_id = "acme/x"\nparams = -5\n')

@@ -98,7 +98,16 @@ async def test_running_rows_bounded_by_max_num_seqs_and_fifo(tiny_models) -> Non
             await llm.acomplete(PROMPTS[i], max_tokens=12, temperature=0.0, ignore_eos=True)
             finished.append(i)
 
-        tasks = [asyncio.create_task(run(i)) for i in range(6)]
+        def arrived() -> int:  # requests the scheduler has seen, finished ones included
+            stats = backend.stats()
+            return stats.running + stats.waiting + len(finished)
+
+        tasks = []
+        for i in range(6):  # one after the other: prompts render in worker threads (see #16),
+            tasks.append(asyncio.create_task(run(i)))  # so tasks started together arrive in
+            while arrived() <= i and not tasks[-1].done():  # any order; FIFO is about arrival
+                peak = max(peak, backend.stats().running)
+                await asyncio.sleep(0.002)
         while not all(t.done() for t in tasks):
             peak = max(peak, backend.stats().running)
             await asyncio.sleep(0.002)

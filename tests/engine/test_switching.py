@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import sys
 import threading
+import time
 from typing import Any, ClassVar
 
 import pytest
@@ -138,6 +139,7 @@ async def test_auto_on_cpu_is_blue_green_and_the_old_model_serves_meanwhile(
         await wait_for(lambda: mgr.status().strategy is not None)
         st = mgr.status()
         assert (st.state, st.strategy, st.model) == ("loading", "blue_green", llama)
+        assert st.serving  # what /health/ready reports: ready all through a blue/green switch
         assert await generate_once(mgr) == llama  # still serving
         load_gate.open()
         await task
@@ -165,6 +167,7 @@ async def test_drain_and_swap_waits_for_in_flight_requests_and_refuses_new_ones(
             await asyncio.sleep(0.1)
             assert not task.done()  # waiting for this request
             assert mgr.status().model == llama
+            assert not mgr.status().serving  # draining: new requests get 503, not ready
             with pytest.raises(ModelLoading) as info:
                 async with mgr.lease():
                     pass
@@ -224,6 +227,62 @@ def test_failed_drain_and_swap_restores_the_previous_model(make_llm, tiny_models
     assert llm.chat("What is EBITDA?", max_tokens=4, temperature=0.0).model == llama
     llm.switch(str(tiny_models["qwen3"]), switch_strategy="drain_and_swap")
     assert (llm.status().state, llm.status().error) == ("ready", None)
+
+
+def test_a_failed_switch_names_the_failed_model_and_keeps_the_served_ones_load_time(
+    make_llm, tiny_models, tmp_path
+):
+    llm = make_llm("llama")
+    llama = str(tiny_models["llama"])
+    loaded_in = llm.status().load_time_s
+    bad = corrupt_copy(tiny_models["qwen3"], tmp_path / "corrupt")
+    before = time.time()
+    with pytest.raises(ModelLoadFailed):
+        llm.switch(str(bad), switch_strategy="drain_and_swap")  # unloads llama, then restores it
+    st = llm.status()
+    assert (st.state, st.model, st.failed_model) == ("failed", llama, str(bad))
+    assert st.failed_at is not None and st.failed_at >= before and st.error
+    assert st.load_time_s == loaded_in  # the served model's load time, not the restore's
+    assert st.serving
+    llm.switch(str(tiny_models["qwen3"]))  # the next load clears the failure
+    st = llm.status()
+    assert (st.state, st.failed_model, st.failed_at, st.error) == ("ready", None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_transformers_refuses_a_model_that_cannot_fit_before_unloading(tiny_models):
+    mgr = manager(BackendUnderTest("transformers", "cpu"))  # the cpu profile: 16 GiB of RAM
+    llama = str(tiny_models["llama"])
+    await mgr.load(llama)
+    try:
+        current = mgr._current
+        assert current is not None
+        with pytest.raises(DoesNotFit, match=r"does not fit profile cpu") as info:
+            await mgr.load("llama3.1-70b")
+        assert info.value.exit_code == 3 and info.value.http_status == 422
+        assert mgr._current is current and not current.backend._closed  # type: ignore[attr-defined]
+        st = mgr.status()
+        assert (st.state, st.model, st.failed_model) == ("failed", llama, "llama3.1-70b")
+        assert await generate_once(mgr) == llama  # still serving
+    finally:
+        mgr.close()
+
+
+def test_a_model_too_big_for_the_profile_is_refused_before_any_download(tmp_path):
+    from lcfin import FinancialLLM
+
+    settings = Settings()
+    with pytest.raises(DoesNotFit, match="qwen3-8b does not fit profile cpu"):
+        FinancialLLM("qwen3-8b", profile="cpu", settings=settings)
+    assert not any(settings.hub_cache.glob("models--*"))  # nothing was fetched
+    llm = FinancialLLM("demo", profile="cpu", settings=settings, load=False)
+    try:
+        assert llm.preflight().name == "demo"  # the demo fits, and nothing is loaded
+        assert llm.status().state == "idle"
+        with pytest.raises(DoesNotFit):
+            llm.preflight("llama3.1-70b")
+    finally:
+        llm.close()
 
 
 def test_when_the_restore_fails_too_both_reasons_are_reported(make_llm, tiny_models, tmp_path):

@@ -282,6 +282,8 @@ def test_public_health_shows_only_status_with_keys_on(
     assert set(public.json()) == {"status", "model_loaded"}
     assert str(tmp_path) not in public.text and server.model not in public.text
     assert private.json()["error"] == status["error"]  # a valid key sees the details
+    assert status["failed_model"] and private.json()["failed_model"] == status["failed_model"]
+    assert "architecture" in private.json()  # the seed's field: a detail too (see #17)
 
 
 def test_docs_work_offline(live: LiveServer):

@@ -53,7 +53,9 @@ def test_a_list_over_the_cap_is_refused_before_anything_runs(
 
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "prompt"
-    assert len(server.llm.recent_requests()) == before, "nothing ran, nothing was billed"
+    (refused,) = server.llm.recent_requests()[before:]  # nothing ran, nothing was billed:
+    assert (refused.finish_reason, refused.error_code) == ("rejected", "invalid_value")
+    assert refused.completion_tokens == 0 and refused.cost_usd == 0.0  # one refusal (#17)
 
 
 def test_a_list_without_room_gets_one_429_up_front(make_live: Callable[..., LiveServer]):
@@ -70,13 +72,17 @@ def test_a_list_without_room_gets_one_429_up_front(make_live: Callable[..., Live
                 "/v1/chat/completions",
                 json={"model": server.model, "messages": MESSAGES, "max_tokens": 2},
             )
-            ran = len(server.llm.recent_requests()) - before
+            new = server.llm.recent_requests()[before:]
             rest = "\n".join(lines)
 
     assert listed.status_code == 429, listed.text
     assert listed.json()["error"]["code"] == "queue_full"
     assert single.status_code == 200, "an unrelated request still gets in"
-    assert ran == 1, "only the unrelated request ran: no part of the list started"
+    ran = [rec for rec in new if rec.finish_reason != "rejected"]
+    assert [rec.endpoint for rec in ran] == ["/v1/chat/completions"], "no part of the list ran"
+    refused = [rec for rec in new if rec.finish_reason == "rejected"]  # one per prompt (#17)
+    assert sorted(rec.request_id[-4:] for rec in refused) == ["-0-0", "-1-0"]
+    assert {rec.error_code for rec in refused} == {"queue_full"}
     assert rest.count('"finish_reason":"length"') == 31, "the held list was running throughout"
 
 

@@ -297,7 +297,7 @@ def test_a_failed_switch_shows_its_error(playwright: Any, tmp_path: Path):
         tab.open_console()
         tab.page.click("#tab-dashboard")
         tab.page.wait_for_selector("#switch-model option[value='llama3.1-8b']", state="attached")
-        tab.page.select_option("#switch-model", "llama3.1-8b")  # not on disk, and no network
+        tab.page.select_option("#switch-model", "llama3.1-8b")  # too big for cpu: refused (#17)
         tab.page.click("#switch")
 
         status = tab.page.locator("#switch-status.error")

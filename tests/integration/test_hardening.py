@@ -64,7 +64,8 @@ def _exercise(url: str, model: str, seen: list[httpx.Response]) -> None:
             ("POST", "/load-model?model_name=qwen3-8b", USER, None),
             ("POST", "/load-model?model_name=../../etc", ADMIN, None),
             ("POST", "/load-model?model_name=/etc/passwd", ADMIN, None),
-            ("POST", "/load-model?model_name=qwen3-8b", ADMIN, None),  # gated, no network
+            ("POST", "/load-model?model_name=qwen3-8b", ADMIN, None),  # 8B: does not fit cpu
+            ("POST", "/load-model?model_name=fin-pythia-1.4b", ADMIN, None),  # fits; gated, offline
             ("GET", "/metrics", ADMIN, None), ("GET", "/metrics", USER, None),
             ("GET", "/analytics/usage", ADMIN, None), ("GET", "/analytics/costs", ADMIN, None),
             ("GET", "/openapi.json", USER, None), ("GET", "/docs", USER, None),
@@ -155,10 +156,13 @@ def test_the_endpoints_answered_as_expected(scenario: Scenario) -> None:
     assert by_path[("POST", "/load-model?model_name=../../etc")] == [404]
     assert by_path[("POST", "/load-model?model_name=/etc/passwd")] == [404]
     assert by_path[("GET", "/metrics")] == [200, 403]
-    assert by_path[("POST", "/load-model?model_name=qwen3-8b")][1] == 202  # admin: starts
+    assert by_path[("POST", "/load-model?model_name=qwen3-8b")][1] == 422  # refused up front
+    assert by_path[("POST", "/load-model?model_name=fin-pythia-1.4b")] == [202]  # admin: starts
     loading = [r for r in scenario.responses if r.request.url.path == "/loading-status"]
     assert loading[-1].json()["status"] == "failed"  # gated, offline: the tiny model serves on
-    assert scenario.responses[-1].json()["status"] in ("healthy", "ok", "degraded")
+    assert loading[-1].json()["model"] == "fin-pythia-1.4b"
+    health = scenario.responses[-1].json()  # the failure shows until the next load
+    assert (health["status"], health["model_loaded"]) == ("failed", True)
     for response in scenario.responses:
         if response.status_code >= 400:
             assert set(response.json()["error"]) >= {"message", "type", "param", "code"}

@@ -67,11 +67,17 @@ async def test_ready_is_503_with_retry_after_without_a_model(serve: Serve):
 
     assert ready.status_code == 503
     assert int(ready.headers["retry-after"]) > 0
-    assert ready.json()["status"] == "starting"
+    assert ready.json()["status"] == "idle"  # documented; no more undocumented "starting"
     assert health.status_code == 200
     assert health.json()["model_loaded"] is False
     assert health.json()["current_model"] is None
-    assert health.json()["status"] == "starting"
+    assert health.json()["status"] == "idle"
+
+
+async def test_health_names_the_architecture(server: Served):
+    body = (await server.client.get("/health")).json()
+
+    assert body["architecture"] == "LlamaForCausalLM"  # the seed's field, from config.json
 
 
 async def test_inference_without_a_model_is_503(serve: Serve):
@@ -161,10 +167,9 @@ async def test_switch_model_in_the_background(
     health = (await server.client.get("/health")).json()
     assert health["status"] == "switching"
     assert health["current_model"] == llama
-    ready = await server.client.get("/health/ready")  # docs/server.md: 503 while switching
-    assert ready.status_code == 503
-    assert ready.json() == {"status": "switching"}
-    assert int(ready.headers["retry-after"]) > 0
+    ready = await server.client.get("/health/ready")  # blue/green: the old model serves
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
     assert (await server.chat(max_tokens=2)).status_code == 200
     early = await server.chat(model=qwen, max_tokens=2)
     assert_error(early, 503, code="model_loading")
@@ -215,12 +220,41 @@ async def test_failed_load_keeps_the_old_model_serving(
     final = await wait_loaded(server.client)
 
     assert final["status"] == "failed"
+    assert final["model"] == final["failed_model"] == str(broken)  # the one that failed
     assert final["current_model"] == server.model
+    assert final["load_time_seconds"] == server.llm.status().load_time_s
     assert final["error"]
     health = (await server.client.get("/health")).json()
-    assert health["status"] == "healthy"
-    assert health["error"] == final["error"]
+    assert health["status"] == "failed"  # until the next load
+    assert (health["failed_model"], health["error"]) == (str(broken), final["error"])
+    assert health["failed_at"] == final["failed_at"] > 0
+    assert (await server.client.get("/health/ready")).status_code == 200  # the old one serves
     assert (await server.chat(max_tokens=2)).status_code == 200
+
+
+async def test_a_model_that_cannot_fit_is_refused_with_422_and_nothing_unloaded(serve: Serve):
+    server = await serve()
+    before = server.llm._manager._current
+
+    r = await load_model(server, "llama3.1-70b")  # 70B on the CPU profile's 16 GiB
+
+    error = assert_error(r, 422, code="model_does_not_fit")
+    assert "does not fit profile cpu" in error["message"]
+    assert server.llm._manager._current is before and not before.backend._closed  # type: ignore[union-attr]
+    status = (await server.client.get("/loading-status")).json()
+    assert (status["status"], status["model"]) == ("failed", "llama3.1-70b")
+    assert (await server.chat(max_tokens=2)).status_code == 200
+
+
+async def test_loading_the_loaded_model_says_so(serve: Serve, tiny_models: dict[str, Path]):
+    server = await serve(local_models_root=tiny_models["llama"].parent)
+
+    r = await load_model(server, server.model)
+
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "already_loaded"
+    assert "already loaded" in r.json()["message"]
+    assert (await server.client.get("/loading-status")).json()["status"] == "ready"
 
 
 @pytest.mark.parametrize("name", ["qwen3-tiny", "gpt-4o", "meta-llama/Llama-3.1-8B"])
@@ -271,12 +305,43 @@ async def test_inference_answers_like_chat(server: Served):
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"prompt": ""}, {"prompt": PROMPT, "max_new_tokens": 0}], ids=str
+    ("body", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": PROMPT, "max_new_tokens": 0}, "max_new_tokens"),
+        ({"prompt": PROMPT, "max_new_tokens": "10"}, "max_new_tokens"),  # as /v1 would
+        ({"prompt": PROMPT, "temperature": "0.5"}, "temperature"),
+    ],
+    ids=str,
 )
-async def test_inference_rejects_bad_bodies(server: Served, body):
+async def test_inference_rejects_bad_bodies(server: Served, body, param):
     r = await server.client.post("/inference", json=body)
 
-    assert_error(r, 400)
+    assert assert_error(r, 400)["param"] == param
+
+
+async def test_inference_errors_use_its_own_field_names(serve: Serve):
+    server = await serve()
+    limit = server.llm.status().max_model_len
+    assert limit is not None
+
+    too_long = await server.client.post(
+        "/inference", json={"prompt": "liquidity " * limit, "max_new_tokens": 4}
+    )
+    too_many = await server.client.post(
+        "/inference", json={"prompt": PROMPT, "max_new_tokens": limit}
+    )
+
+    error = assert_error(too_long, 400, code="context_length_exceeded")
+    assert error["param"] == "prompt"
+    assert (
+        "the prompt needs" in error["message"] and "max_new_tokens asks for 4" in error["message"]
+    )
+    assert "messages" not in error["message"] and "max_tokens " not in error["message"]
+    error = assert_error(too_many, 400, code="context_length_exceeded")
+    assert error["param"] == "max_new_tokens"
+    assert error["message"].startswith(f"max_new_tokens is too large: {limit}")
 
 
 # -- API description ------------------------------------------------------------------------

@@ -230,3 +230,33 @@ async def test_a_named_ledger_must_open(serve: Serve, tmp_path: Path):
     (tmp_path / "file").write_text("")
     with pytest.raises(LcfinError, match="Cannot open the usage database"):
         await serve(usage_db=str(tmp_path / "file" / "usage.db"))
+
+
+async def test_refused_requests_are_counted_with_their_error_codes(serve: Serve, tmp_path: Path):
+    server = await serve(usage_db=str(tmp_path / "usage.db"))
+    limit = server.llm.status().max_model_len
+    assert limit is not None
+    for _ in range(2):  # too long for the context: 400 context_length_exceeded (in the core)
+        assert (await server.chat(max_tokens=limit)).status_code == 400
+    for _ in range(4):  # another model than the served one: 404 (in the handler)
+        assert (await server.chat(model="gpt-4o", max_tokens=2)).status_code == 404
+    assert (await server.client.post("/inference", json={"prompt": 3})).status_code == 400
+
+    perf = (await server.client.get("/analytics/performance?window=1h")).json()
+
+    assert (perf["requests"], perf["errors"]) == (7, 7)
+    assert perf["error_codes"] == {
+        "context_length_exceeded": 2,
+        "model_not_found": 4,
+        "invalid_value": 1,
+    }
+    assert perf["latency_s"]["count"] == 0  # refused requests have no latency to report
+    assert (server.llm.stats()["requests"], server.llm.stats()["errors"]) == (7, 7)
+    metrics = (await server.client.get("/metrics")).text
+    errors = [
+        s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "lcfin:requests_total" and s.labels["status"] == "error"
+    ]
+    assert sum(errors) == 7

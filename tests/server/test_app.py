@@ -81,6 +81,25 @@ def test_a_failed_start_up_load_is_reported_not_raised(lazy_llm, tiny_models, tm
     assert "retry-after" in ready.headers
 
 
+def test_an_initial_model_that_does_not_resolve_shows_failed_not_idle(tiny_models):
+    settings = Settings()
+    llm = FinancialLLM("nosuch", profile="cpu", settings=settings, load=False)
+    try:
+        with TestClient(create_app(llm, settings), base_url="http://localhost") as client:
+            health = client.get("/health").json()
+            status = client.get("/loading-status").json()
+    finally:
+        llm.close()
+
+    assert (health["status"], health["failed_model"]) == ("failed", "nosuch")
+    assert "Unknown model 'nosuch'" in health["error"]
+    assert (status["status"], status["model"], status["error"]) == (
+        "failed",
+        "nosuch",
+        health["error"],
+    )
+
+
 def test_lifespan_does_not_reload_a_loaded_model(lazy_llm, tiny_models):
     llm = lazy_llm(tiny_models["llama"], load=True)
     loaded_at = llm.status().load_time_s

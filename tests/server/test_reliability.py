@@ -64,17 +64,26 @@ async def test_a_full_queue_answers_429_at_once_and_frees_up(serve: Serve) -> No
 
 
 def slow_down(served: Served, delay_s: float = 0.05) -> None:
-    """Make the backend's token stream slow (a test double at the edge: the real one runs)."""
+    """Make the backend's token stream slow after its first delta (a test double at the edge:
+    the real engine runs).
+
+    The first delta passes at once. How many tokens it carries depends on how far the engine ran
+    ahead of the event loop before the loop first read: on a busy machine, tens. Delaying it by
+    its size put the first byte seconds late, after a 0.5 s request timeout, which then rightly
+    answered 504 before the stream began (see #17). Later deltas wait `delay_s` per token.
+    """
     current = served.llm._manager._current
     assert current is not None
     backend, real = current.backend, current.backend.generate
 
     async def slow(request: Any) -> AsyncIterator[Delta]:
         events = real(request)
+        first = True
         try:
             async for delta in events:
-                # per token: the backend merges the deltas of a consumer that falls behind
-                await asyncio.sleep(delay_s * max(delta.num_tokens, 1))
+                if not first:  # per token: the backend merges a slow consumer's deltas
+                    await asyncio.sleep(delay_s * max(delta.num_tokens, 1))
+                first = False
                 yield delta
         finally:
             await events.aclose()

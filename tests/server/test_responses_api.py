@@ -507,7 +507,12 @@ async def test_rate_limits_apply_to_creating_only(serve: Serve):
 async def test_refusals_name_the_field(
     server: Served, body: dict[str, Any], status: int, param: str
 ):
-    error(await respond(server, **body), status, param)
+    before = len(server.llm.recent_requests())
+    code = error(await respond(server, **body), status, param)["code"]
+
+    (refused,) = server.llm.recent_requests()[before:]  # counted once, as chat's (see #17)
+    assert (refused.endpoint, refused.finish_reason) == ("/v1/responses", "rejected")
+    assert refused.error_code == code
 
 
 @pytest.mark.parametrize(

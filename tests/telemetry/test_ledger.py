@@ -40,6 +40,12 @@ def make(target: str, **kw: Any) -> UsageLedger:
     return UsageLedger(target, flush_interval_s=0.05, **kw)
 
 
+def stored_segments(ledger: UsageLedger) -> list[dict[str, Any]]:
+    """The uptime rows as written in the database (no live view)."""
+    with ledger.store.transaction(write=False) as tx:
+        return tx.query("SELECT * FROM uptime", {})
+
+
 def test_records_round_trip(ledger_target: str) -> None:
     ledger = make(ledger_target)
     records = [record(i, api_key_id="k1" if i % 2 else None) for i in range(5)]
@@ -147,24 +153,38 @@ def test_heartbeat_segments_follow_the_served_model(ledger_target: str) -> None:
     segments = [(s["model"], s["started_at"], s["last_seen"]) for s in ledger.uptime()]
     ledger.close()
 
-    assert segments[0] == ("a", 1000.0, 1010.0)
-    assert segments[1][:2] == ("b", 1010.0) and segments[1][2] >= 1020.0  # open: runs until now
+    assert segments[:2] == [("a", 1000.0, 1010.0), ("b", 1010.0, 1020.0)]
 
 
-def test_the_open_segment_runs_until_now_not_until_its_last_heartbeat(ledger_target: str) -> None:
-    ledger = make(ledger_target, heartbeat=lambda: Serving("a", "cpu", "transformers", 3.6))
-    started = time.time()
-    ledger._beat(started)  # the next heartbeat is HEARTBEAT_S away
-    time.sleep(0.2)
+def test_a_switch_starts_its_segment_at_the_next_tick_not_the_next_heartbeat(
+    ledger_target: str,
+) -> None:
+    serving = [Serving("", "cpu", "transformers", 0.1)]  # loading: no model yet
+    ledger = make(ledger_target, heartbeat=lambda: serving[0])
+    ledger._tick()
+    serving[0] = Serving("a", "cpu", "transformers", 0.1)  # loaded, well before HEARTBEAT_S
+    ledger._tick()
 
-    (mine,) = ledger.uptime()
-    (bounded,) = ledger.uptime(LedgerQuery(until=started + 0.1))
+    models = [s["model"] for s in ledger.uptime()]
     ledger.close()
-    (closed,) = UsageLedger(ledger_target).uptime()  # another reader: only what was written
 
-    assert mine["last_seen"] - started >= 0.2
-    assert bounded["last_seen"] == pytest.approx(started + 0.1)
-    assert closed["last_seen"] >= started
+    assert models == ["", "a"]
+
+
+def test_a_running_session_reads_its_uptime_up_to_now(ledger_target: str) -> None:
+    ledger = make(ledger_target, heartbeat=lambda: Serving("a", "cpu", "transformers", 0.1))
+    ledger.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not stored_segments(ledger):  # the writer thread's first heartbeat
+            assert time.monotonic() < deadline, "no heartbeat written"
+            time.sleep(0.01)
+        asked = time.time()  # after the first heartbeat, long before the second (5 s)
+        (segment,) = ledger.uptime()
+    finally:
+        ledger.close()
+
+    assert segment["last_seen"] >= asked > segment["started_at"]
 
 
 def test_audit_texts_are_purged_after_the_retention(ledger_target: str) -> None:

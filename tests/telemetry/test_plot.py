@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lcfin.errors import LcfinError
-from lcfin.telemetry.plot import write_usage_plot
+from lcfin.telemetry.plot import draw_usage, write_usage_plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,6 +27,22 @@ def bucket(start: float, requests: int) -> dict[str, Any]:
 def test_writes_a_png(tmp_path: Path, buckets: list[dict[str, Any]]) -> None:
     path = write_usage_plot(buckets, tmp_path / "out" / "u.png", title="t", bucket_s=3600)
     assert path.read_bytes().startswith(PNG)
+
+
+def test_minutes_without_traffic_are_drawn_as_such() -> None:
+    pytest.importorskip("matplotlib")
+    busy = [bucket(600, 2), bucket(600 + 5 * 60, 3)]  # two busy minutes, four idle between
+
+    fig = draw_usage(busy, title="t", bucket_s=60)
+
+    top, bottom = fig.axes[0], fig.axes[1]
+    requests = [bar.get_height() for bar in top.patches]
+    assert requests == [2, 0, 0, 0, 0, 3]  # zeros, not a line across the gap
+    tokens = fig.axes[2].lines[0].get_ydata()  # completion tokens (the twin axis)
+    assert list(tokens) == [60, 0, 0, 0, 0, 90]
+    latency = [float(v) for v in bottom.lines[0].get_ydata()]  # p50: broken over the gap
+    assert latency[0] == latency[-1] == 0.5
+    assert all(math.isnan(v) for v in latency[1:-1])
 
 
 def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

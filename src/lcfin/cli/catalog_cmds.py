@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from lcfin.cli.options import JsonOpt, ProfileOpt, err, out, print_json
@@ -50,18 +51,33 @@ def models(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
+    out.print(_models_table(rows))
+    err.print(f"[dim]{DEMO_NOTICE}[/]")
+
+
+def _models_table(rows: list[dict[str, Any]]) -> Table:
+    """Names and repo ids are never cut mid-word: a narrow terminal wraps a repo id after its
+    organisation, and the profiles between names (see #17)."""
     table = Table(title="lcfin model catalog")
-    widest = max(len(str(r["alias"])) for r in rows) + len(" (demo)")
-    table.add_column("alias", no_wrap=True, min_width=widest)  # names stay whole
-    for col in ("repo", "params", "cached", "fits profiles"):
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        alias = f"{row['alias']} [yellow](demo)[/]" if row["demo"] else str(row["alias"])
+    aliases = [_alias(r) for r in rows]
+    repos = [str(r["repo_id"]) for r in rows]
+    table.add_column("alias", no_wrap=True)
+    room = out.width - max(len(a) for a in aliases) - 44  # params, cached, fits, borders
+    repos = [r.replace("/", "/\n", 1) if len(r) > room else r for r in repos]
+    table.add_column("repo", no_wrap=True)
+    table.add_column("params", no_wrap=True)
+    table.add_column("cached", no_wrap=True)
+    table.add_column("fits profiles")
+    for row, alias, repo in zip(rows, aliases, repos, strict=True):
         fitting = ", ".join(p for p, ok in row["fits"].items() if ok) or "[red]none[/]"
         cached = "yes" if row["cached"] else "no"
-        table.add_row(alias, str(row["repo_id"]), _params(row["params"]), cached, fitting)
-    out.print(table)
-    err.print(f"[dim]{DEMO_NOTICE}[/]")
+        table.add_row(alias, repo, _params(row["params"]), cached, fitting)
+    return table
+
+
+def _alias(row: dict[str, Any]) -> str:
+    alias = str(row["alias"])
+    return f"{alias} [yellow](demo)[/]" if row["demo"] and "demo" not in alias else alias
 
 
 def profiles(json_out: JsonOpt = False) -> None:
@@ -73,21 +89,49 @@ def profiles(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([p.model_dump() for p in items.values()])
         return
-    table = Table(title="lcfin hardware profiles")
-    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in items))
-    for col in "backend GPUs util max-len eager no-c.a.r. dtype TP $/h".split():  # noqa: SIM905
-        table.add_column(col, overflow="fold")
-    for p in items.values():
-        gpu = (p.gpu_name or "GPU").removeprefix("NVIDIA ").split()[0]
-        gpus = f"{p.gpu_count}x {gpu}" if p.gpu_count else "none"
+    err.print(
+        "[dim]TPxPP = tensor x pipeline parallel; flags: eager = no CUDA graphs, "
+        "no-car = custom all-reduce off[/]"
+    )
+    out.print(_profiles_table(list(items.values())))
+
+
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def _profiles_table(items: list[Any]) -> Table:
+    """Fits 80 columns without cutting a value: short values, wrapping only between words."""
+    table = Table(
+        title="lcfin hardware profiles", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for col in ("name", "backend", "GPUs", "util", "max-len", "dtype", "TPxPP", "flags", "$/h"):
+        table.add_column(col, no_wrap=col not in ("GPUs", "flags"))
+    for p in items:
+        flags = (
+            " ".join(
+                f
+                for f, on in (("eager", p.enforce_eager), ("no-car", p.disable_custom_all_reduce))
+                if on
+            )
+            or "-"
+        )
         table.add_row(
-            p.name, p.backend, gpus, f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
-            str(p.max_model_len),
-            str(p.enforce_eager), str(p.disable_custom_all_reduce), p.dtype,
-            str(p.tensor_parallel_size), f"{p.hourly_cost_usd:.2f}",
+            p.name, p.backend, _gpus(p), f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
+            str(p.max_model_len), _DTYPES.get(p.dtype, p.dtype),
+            f"{p.tensor_parallel_size}x{p.pipeline_parallel_size}", flags,
+            f"{p.hourly_cost_usd:.2f}",
         )  # fmt: skip
-    err.print("[dim]no c.a.r. = disable_custom_all_reduce; TP = tensor parallel size[/]")
-    out.print(table)
+    return table
+
+
+def _gpus(p: Any) -> str:
+    """'1x L40', '2x L40S', or '2 nodes x 4 GPUs' for a multi-node (Ray) profile."""
+    if not p.gpu_count:
+        return "none"
+    if p.num_nodes > 1:
+        return f"{p.num_nodes} nodes x {p.gpu_count} GPUs"
+    gpu = (p.gpu_name or "GPU").removeprefix("NVIDIA ").split()[0]
+    return f"{p.gpu_count}x {gpu}"
 
 
 def plan(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lcfin.cli.options import JsonOpt, ModelOpt, ProfileOpt, err, print_json
+from lcfin.cli.progress import loading
 from lcfin.engine.types import Completion, Delta, Message
 from lcfin.errors import InvalidParameter
 
@@ -69,7 +70,7 @@ def open_llm(model: str | None, profile: str) -> FinancialLLM:
 
     settings = Settings()
     _quiet_local_load(model, settings)
-    with err.status(f"Loading {model or 'the default model'} ..."):
+    with loading(err, model or settings.default_model or "the default model"):
         return FinancialLLM(model, profile=profile, settings=settings)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from lcfin.errors import (
     BackendUnavailable,
+    DoesNotFit,
     InvalidParameter,
     LcfinError,
     ModelNotFound,
@@ -29,9 +30,12 @@ class RemoteResult:
 
 def _error_for(status: int, body: str) -> LcfinError:
     try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body[:300] or f"HTTP {status}"
+        error = json.loads(body)["error"]
+        message, code = error["message"], error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        message, code = body[:300] or f"HTTP {status}", None
+    if code == "model_does_not_fit":  # exit 3, as `lcfin plan` says for the same model
+        return DoesNotFit(f"The server refused: {message}")
     if status == 401 or status == 403:
         return Unauthorized(f"The server refused the request: {message}", hint="pass --api-key")
     if status == 404:

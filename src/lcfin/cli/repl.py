@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from lcfin.cli.generate_cmds import MaxTokensOpt, SystemOpt, TemperatureOpt, open_llm
 from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
+from lcfin.cli.progress import loading
 from lcfin.engine.types import Message
 from lcfin.errors import LcfinError
 
@@ -44,12 +45,12 @@ def _command(line: str, session: Session, llm: FinancialLLM) -> bool:
         session.system = arg or None
         err.print(f"[dim]system prompt {'set' if arg else 'cleared'}[/]")
     elif name == "/model" and arg:
-        with err.status(f"Loading {arg} ..."):
-            try:
+        try:
+            with loading(err, arg):
                 llm.switch(arg)
-                err.print(f"[green]now chatting with {llm.model}[/]")
-            except LcfinError as exc:  # keep the REPL alive; the old model still serves
-                err.print(f"[red]error:[/] {exc}")
+            err.print(f"[green]now chatting with {llm.model}[/]")
+        except LcfinError as exc:  # keep the REPL alive; the old model still serves
+            err.print(f"[red]error:[/] {exc}")
     else:
         err.print(f"[dim]{HELP}[/]")
     return True
@@ -81,7 +82,7 @@ def chat(
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = None,
 ) -> None:
-    """Chat interactively, streaming answers ([dim]/reset /system /model /exit[/])."""
+    """Chat interactively, streaming answers (/reset, /system TEXT, /model NAME, /exit)."""
     params = {
         k: v for k, v in (("max_tokens", max_tokens), ("temperature", temperature)) if v is not None
     }

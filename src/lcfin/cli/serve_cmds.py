@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
-from lcfin.errors import BackendUnavailable, ModelLoadFailed
+from lcfin.errors import BackendUnavailable, ModelLoadFailed, PortUnavailable
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings
 
-__all__ = ["register"]
+__all__ = ["bind", "register"]
 
 log = logging.getLogger("lcfin.serve")
 
@@ -63,7 +65,8 @@ def serve(
         typer.Option(help="Bind address [default: LCFIN_HOST or 127.0.0.1]; see docs/security.md."),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="[default: PORT or 8000].")
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on [default: PORT or 8000]."),
     ] = None,
     allow_unauthenticated: Annotated[
         bool | None,
@@ -86,18 +89,56 @@ def serve(
     Exposure.of(settings)  # a bad key file or an open bind stops here (exit 2), before any work
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
-    _log_plan(llm)
     died = _exit_on_engine_death(llm, settings.on_engine_death == "exit")
-    app = create_app(llm, settings)
-    what = f"(profile {llm.profile.name}, backend {llm.backend_kind})"
     try:
-        _run_draining(app, settings, f"{what}; loading {llm.initial_model} ...")
+        llm.preflight()  # an unknown model (exit 4) or one too big (exit 3) stops here
+        with bind(settings.host, settings.port) as sock:  # a port in use (exit 7), before loading
+            _log_plan(llm)
+            what = f"(profile {llm.profile.name}, backend {llm.backend_kind})"
+            loading = f"{what}; loading {llm.initial_model} ..."
+            _run_draining(create_app(llm, settings), settings, sock, loading)
     finally:
         llm.close()
     if died:
         raise BackendUnavailable(
             f"{died[0]}; exiting so that a supervisor restarts lcfin (LCFIN_ON_ENGINE_DEATH=exit)"
         )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, as uvicorn would bind it; uvicorn then serves on this one.
+
+    Bound before the model loads, so that a port in use fails at once, not after the load.
+
+    Raises:
+        PortUnavailable: the port is taken (or not allowed); the message says what to do.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _unavailable(host, port, exc) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _unavailable(host: str, port: int, exc: OSError) -> PortUnavailable:
+    other = port + 1 if port < 65535 else 8000
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return PortUnavailable(
+            f"Cannot listen on {host}:{port}: {host} is not an address of this machine",
+            hint="pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)",
+        )
+    why = {
+        errno.EADDRINUSE: "is already in use (another lcfin serve, or another server)",
+        errno.EACCES: "needs privileges (ports below 1024)",
+    }.get(exc.errno or 0, f"cannot be used ({exc.strerror})")
+    return PortUnavailable(
+        f"Cannot listen on {host}:{port}: port {port} {why}",
+        hint=f"stop what uses it, or choose another port: --port {other} (or PORT={other})",
+    )
 
 
 def _exit_on_engine_death(llm: FinancialLLM, enabled: bool) -> list[str]:
@@ -124,8 +165,9 @@ def _serving_urls(sockets: list[Any]) -> list[str]:
     return urls
 
 
-def _run_draining(app: Any, settings: Settings, what: str) -> None:
-    """Run uvicorn, logging the address it bound; a SIGTERM that drained cleanly exits 0.
+def _run_draining(app: Any, settings: Settings, sock: socket.socket, what: str) -> None:
+    """Run uvicorn on `sock` (bound by `bind`), logging the address it serves on; a SIGTERM
+    that drained cleanly exits 0.
 
     uvicorn re-raises the captured SIGTERM after its graceful shutdown, which would end the
     process with -15 (143 in a container) and skip cleanup; SIGINT still ends as an interrupt.
@@ -154,7 +196,7 @@ def _run_draining(app: Any, settings: Settings, what: str) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         **uvicorn_options(settings),
     )
-    DrainingServer(config).run()
+    DrainingServer(config).run(sockets=[sock])
 
 
 def switch(

@@ -37,13 +37,31 @@ def _open(db: Path | None, url: str | None) -> UsageLedger:
     return UsageLedger(target)
 
 
-def _bucket_s(choice: str, rows: list[dict[str, Any]]) -> float:
+def _fixed_bucket(choice: str) -> float | None:
+    """The --bucket length in seconds; None for auto.
+
+    Raises:
+        InvalidParameter: not auto nor a <number><s|m|h|d> length.
+    """
     from lcfin.telemetry.stats import parse_window
 
-    if choice != "auto":
+    if choice == "auto":
+        return None
+    try:
         seconds = parse_window(choice).seconds
-        assert seconds is not None
-        return seconds
+    except InvalidParameter:
+        seconds = None
+    if seconds is None:  # "all" is a window, not a bucket
+        raise InvalidParameter(
+            f"Unknown bucket {choice!r}: use auto, 1m, 10m, 1h, 1d (or any <number><s|m|h|d>)",
+            param="bucket",
+        )
+    return seconds
+
+
+def _bucket_s(fixed: float | None, rows: list[dict[str, Any]]) -> float:
+    if fixed is not None:
+        return fixed
     span = max((r["time"] for r in rows), default=0) - min((r["time"] for r in rows), default=0)
     return next((b for limit, b in _AUTO_BUCKETS if span <= limit), 86400)
 
@@ -150,12 +168,13 @@ def usage(
     )
 
     query = AnalyticsQuery.parse(window, model, key)
+    fixed = _fixed_bucket(bucket)  # bad options fail before the ledger is opened
     ledger = _open(db, url)
     try:
         rows, uptime = ledger.requests(query.ledger_query()), ledger.uptime(query.ledger_query())
     finally:
         ledger.close()
-    bucket_s = _bucket_s(bucket, rows)
+    bucket_s = _bucket_s(fixed, rows)
     reports = {
         "performance": performance_report(rows, uptime, query),
         "usage": usage_report(rows, query, bucket_s),

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 __all__ = ["LoopThread", "relay", "with_deadline"]
 
 T = TypeVar("T")
+#: How long an interrupted call waits for its cancelled coroutine to unwind (a cancelled
+#: `asyncio.to_thread` returns at once; this only bounds a coroutine that ignores it).
+UNWIND_S = 10.0
 _END = object()
 #: How long an early close waits for the producer on the other loop to clean up (abort).
 RELAY_CLOSE_TIMEOUT_S = 30.0
@@ -45,8 +48,12 @@ class LoopThread:
         return self._ensure()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the private loop and return its result (exceptions propagate)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure()).result()
+        """Run `coro` on the private loop and return its result (exceptions propagate).
+
+        Interrupted while waiting (Ctrl-C), it cancels `coro` and lets it unwind before
+        re-raising, so no task is left pending in the loop (see #17).
+        """
+        return _wait(coro, self._ensure())
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` run on the private loop, from any event loop (or on it directly)."""
@@ -61,13 +68,13 @@ class LoopThread:
         try:
             while True:
                 try:
-                    yield asyncio.run_coroutine_threadsafe(_next(agen), loop).result()
+                    yield _wait(_next(agen), loop)
                 except StopAsyncIteration:
                     return
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
-                asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+                _wait(aclose(), loop)
 
     def close(self, *, settle: bool = False) -> None:
         """Stop the loop, join its thread and close the loop.
@@ -140,6 +147,37 @@ async def _next_before(
 
 async def _next(agen: AsyncIterator[T]) -> T:
     return await agen.__anext__()
+
+
+def _wait(coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> T:
+    """Run `coro` as a task of `loop` (another thread's) and wait for it.
+
+    If the wait is interrupted (KeyboardInterrupt), the task is cancelled and given time to
+    unwind (its finally blocks run) before the interruption propagates.
+    """
+    done = threading.Event()
+    box: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(lambda _: done.set())
+        box.append(task)
+
+    def cancel() -> None:  # callbacks run in order: a scheduled start() has run by now
+        if box:
+            box[0].cancel()
+        else:  # interrupted before start() was scheduled: nothing ran
+            coro.close()
+            done.set()
+
+    try:
+        loop.call_soon_threadsafe(start)
+        done.wait()
+    except BaseException:
+        loop.call_soon_threadsafe(cancel)
+        done.wait(UNWIND_S)
+        raise
+    return box[0].result()
 
 
 async def relay(

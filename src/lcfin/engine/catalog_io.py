@@ -53,11 +53,22 @@ def _validate(cls: type[T], path: Path, table: str, name: str, raw: Any) -> T:
         ) from None
 
 
+def _merged(base: Any, override: Any) -> Any:
+    """`override` laid over `base`, table by table (a user entry may set only some fields)."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    return {**base, **{k: _merged(base.get(k), v) for k, v in override.items()}}
+
+
 def load_entries(
     cls: type[T], table: str, shipped_file: str, user_file: Path | None
 ) -> dict[str, T]:
-    """Entries of `[table.<name>]` from the shipped file, overridden by the user file's."""
-    entries: dict[str, T] = {}
+    """Entries of `[table.<name>]` from the shipped file; the user file's add or override.
+
+    A user entry with the name of a shipped one is merged into it field by field, so
+    `[models.demo]` with only prices keeps the demo's repo, paths and the rest (see #17).
+    """
+    raw: dict[str, tuple[Path, Any]] = {}
     sources = [catalog_dir() / shipped_file]
     if user_file is not None:
         sources.append(Path(user_file).expanduser())
@@ -66,6 +77,7 @@ def load_entries(
         section = data.get(table, {})
         if not isinstance(section, dict):
             raise InvalidCatalog(f"Catalog file {path}: [{table}] must be a table of tables")
-        for name, raw in section.items():
-            entries[name] = _validate(cls, path, table, name, raw)
-    return entries
+        for name, entry in section.items():
+            before = raw[name][1] if name in raw else None
+            raw[name] = (path, entry if before is None else _merged(before, entry))
+    return {name: _validate(cls, path, table, name, entry) for name, (path, entry) in raw.items()}

@@ -204,12 +204,7 @@ def fit_messages(
     """
     needed = max_tokens or 1
     if needed >= max_model_len:  # no prompt could fit: the fault is max_tokens (as OpenAI says)
-        raise ContextLengthExceeded(
-            f"max_tokens is too large: {needed}; this model's maximum context length is "
-            f"{max_model_len} tokens, prompt included",
-            param="max_tokens",
-            hint=f"ask for fewer than {max_model_len} tokens",
-        )
+        raise ContextLengthExceeded.of(max_model_len, None, needed)
     current = list(messages)
     dropped = 0
     while True:
@@ -218,12 +213,7 @@ def fit_messages(
             return RenderedPrompt(prompt.text, prompt.token_ids, prompt.extra_stops, dropped)
         droppable = [i for i, m in enumerate(current[:-1]) if m["role"] != "system"]
         if not truncate or not droppable:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {max_model_len} tokens; the messages "
-                f"need {len(prompt.token_ids)} tokens and max_tokens asks for {needed}",
-                param="messages",
-                hint="shorten the messages or lower max_tokens",
-            )
+            raise ContextLengthExceeded.of(max_model_len, len(prompt.token_ids), needed)
         del current[droppable[0]]
         dropped += 1
         # Keep turns alternating: a conversation may not start with an orphan assistant reply.

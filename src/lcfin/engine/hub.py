@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,11 +71,7 @@ def _hub_error(exc: Exception, spec: ModelSpec, settings: Settings) -> LcfinErro
             f"Revision '{spec.revision}' of '{repo}' does not exist", model=spec.name
         )
     if isinstance(exc, LocalEntryNotFoundError):
-        return BackendUnavailable(
-            f"'{repo}' is not in the cache ({settings.hub_cache}) and the hub cannot be reached",
-            model=spec.name,
-            hint="connect to the network (or unset LCFIN_OFFLINE) and run `lcfin download`",
-        )
+        return _unreachable(spec, settings, var, has_token)
     if isinstance(exc, HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
@@ -92,6 +89,30 @@ def _hub_error(exc: Exception, spec: ModelSpec, settings: Settings) -> LcfinErro
     return BackendUnavailable(f"Could not fetch '{repo}' from the hub: {type(exc).__name__}")
 
 
+def _offline_switch(settings: Settings) -> str | None:
+    """The variable that turned offline mode on, if one did."""
+    if settings.offline:
+        return "LCFIN_OFFLINE"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE"
+    return None
+
+
+def _unreachable(spec: ModelSpec, settings: Settings, var: str, has_token: bool) -> LcfinError:
+    """Not cached and not downloadable: say why (offline, or no network) and what to set."""
+    switch = _offline_switch(settings)
+    why = f"offline mode is on ({switch})" if switch else "the hub cannot be reached"
+    first = f"unset {switch}" if switch else "check the network (or HF_ENDPOINT)"
+    hint = f"{first}, then run `lcfin download {spec.name}`"
+    if spec.gated and not has_token:  # the next error would be the token: say it now
+        hint += f"; it is gated, so set {var} to a token with access first"
+    return BackendUnavailable(
+        f"'{spec.repo_id}' is not in the cache ({settings.hub_cache}) and {why}",
+        model=spec.name,
+        hint=hint,
+    )
+
+
 def _download(spec: ModelSpec, settings: Settings, patterns: list[str]) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -107,6 +128,7 @@ def _download(spec: ModelSpec, settings: Settings, patterns: list[str]) -> Path:
         if settings.offline:
             raise
     settings.hub_cache.mkdir(parents=True, exist_ok=True)
+    log.info("Downloading %s into %s", spec.repo_id, settings.hub_cache)
     return Path(str(snapshot_download(spec.repo_id, **kwargs)))
 
 
@@ -167,6 +189,7 @@ def download_model(spec: ModelSpec, settings: Settings) -> Path:
     """
     if spec.source_dir is None and settings.offline:
         raise BackendUnavailable(
-            f"Cannot download '{spec.repo_id}': offline mode is on", hint="unset LCFIN_OFFLINE"
+            f"Cannot download '{spec.repo_id}': offline mode is on (LCFIN_OFFLINE)",
+            hint="unset LCFIN_OFFLINE",
         )
     return resolve_model_dir(spec, settings)

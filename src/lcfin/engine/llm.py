@@ -10,29 +10,20 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.aio import LoopThread, with_deadline
+from lcfin.engine.aio import LoopThread
 from lcfin.engine.backend import BackendStats, select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
-from lcfin.engine.prepare import Prompt, prepare_jobs
+from lcfin.engine.metering import Metering
+from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
 from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
 from lcfin.engine.tools import check_tools, with_tool_calls
-from lcfin.engine.types import (
-    Completion,
-    Delta,
-    GenerationRequest,
-    Message,
-    Timings,
-    TokenLogprob,
-    Usage,
-    new_request_id,
-)
-from lcfin.errors import InvalidParameter, LcfinError, RequestTimeout
-from lcfin.telemetry.costs import Prices
-from lcfin.telemetry.meter import Accounting, RecordLabels, RequestMeter
-from lcfin.telemetry.records import RequestRecord, StatsCollector
+from lcfin.engine.types import Completion, Delta, new_request_id
+from lcfin.errors import InvalidParameter, LcfinError
+from lcfin.telemetry.meter import RecordLabels
+from lcfin.telemetry.records import RequestRecord
 
 __all__ = ["FinancialLLM"]
 
@@ -40,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def default_model_for(profile: HardwareProfile) -> str:
-    """The model to load when none is named: the demo on CPU, Llama 3.1 8B on a GPU."""
-    return "demo" if not profile.is_gpu else "llama3.1-8b"
+    """The model to load when none is named: the demo on CPU, the seed's Qwen3 8B on a GPU."""
+    return "demo" if not profile.is_gpu else "qwen3-8b"
 
 
 class FinancialLLM:
@@ -81,11 +72,10 @@ class FinancialLLM:
         self.profile = profile_for_backend(self.profile, kind, catalog)
         self._manager = ModelManager(self.settings, self.profile, kind)
         self._loop = LoopThread()
-        self._stats = StatsCollector()
         self._gpus: bool | None = None
-        self._accounting = Accounting(audit=self.settings.audit)
+        self._metering = Metering(self.settings, self.profile)
         #: Called with each `RequestRecord` (the server's ledger and metrics are hooks).
-        self.record_hooks: list[Callable[[RequestRecord], None]] = []
+        self.record_hooks: list[Callable[[RequestRecord], None]] = self._metering.hooks
         if load:
             try:
                 self._loop.run(self._manager.load(self.initial_model, **overrides))
@@ -120,8 +110,8 @@ class FinancialLLM:
 
     def stats(self) -> dict[str, Any]:
         """Request, token, latency and cost totals since this object was created."""
-        busy = {"busy_s": self._accounting.clock.busy_seconds}
-        return {"status": self.status().to_dict(), **self._stats.summary(), **busy}
+        busy = {"busy_s": self._metering.accounting.clock.busy_seconds}
+        return {"status": self.status().to_dict(), **self._metering.stats.summary(), **busy}
 
     def backend_stats(self) -> BackendStats | None:
         """Requests running and waiting in the serving backend (None when none is loaded)."""
@@ -136,7 +126,7 @@ class FinancialLLM:
 
     def recent_requests(self) -> list[RequestRecord]:
         """The most recent request records, oldest first."""
-        return self._stats.recent()
+        return self._metering.stats.recent()
 
     async def aswitch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Serve another model; the current one keeps serving until the new one is ready.
@@ -161,6 +151,33 @@ class FinancialLLM:
     def switch(self, model: str | ModelSpec, **overrides: Any) -> ModelSpec:
         """Sync twin of `aswitch`."""
         return self._loop.run(self.aswitch(model, **overrides))
+
+    async def abegin_switch(
+        self, model: str | ModelSpec, **overrides: Any
+    ) -> asyncio.Task[ModelSpec] | None:
+        """Start `aswitch` and return once it is under way, with the task that finishes it.
+
+        What a switch refuses before unloading anything is raised here, at once; later
+        failures show in `status()` (and the task). None when `model` is already loaded.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, DoesNotFit, ModelLoading: as `aswitch`, up front.
+        """
+        _, rest = await self._manager.start(model, **overrides)
+        return None if rest is None else asyncio.ensure_future(rest)
+
+    async def apreflight(self, model: str | ModelSpec | None = None, **overrides: Any) -> ModelSpec:
+        """Resolve `model` (default: `initial_model`) and check it fits, loading nothing.
+
+        Raises:
+            ModelNotFound, InvalidCatalog: the name does not resolve.
+            DoesNotFit: the model cannot fit this profile's memory budget.
+        """
+        return await self._manager.check(model or self.initial_model, **overrides)
+
+    def preflight(self, model: str | ModelSpec | None = None, **overrides: Any) -> ModelSpec:
+        """Sync twin of `apreflight`."""
+        return self._loop.run(self.apreflight(model, **overrides))
 
     def close(self) -> None:
         """Free the model and stop the helper thread."""
@@ -205,7 +222,9 @@ class FinancialLLM:
             RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
         if (messages is None) == (prompt is None):
-            raise InvalidParameter("give either messages or prompt", param="messages")
+            exc = InvalidParameter("give either messages or prompt", param="messages")
+            self.record_rejection(exc, endpoint=endpoint, request_id=request_id)
+            raise exc
         source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
         async with self.abatch(
             [source], raw=prompt is not None, truncate=truncate, endpoint=endpoint,
@@ -233,7 +252,9 @@ class FinancialLLM:
         `sources` are conversations, or raw prompts with `raw=True`. Choice i of a seeded
         request gets seed + i. Places for every generation are leased at once, every prompt is
         rendered (off the loop) before any starts, and `Batch.admission` says what they may use
-        at most; `Batch.events()` runs them and cancels the rest when one fails.
+        at most; `Batch.events()` runs them and cancels the rest when one fails. A request
+        refused here is recorded (finish reason `rejected`): once per generation it asked for,
+        or once when it asks for more than the server ever runs.
 
         Raises:
             InvalidParameter: more generations than the server ever runs at once (`param` is
@@ -241,7 +262,24 @@ class FinancialLLM:
             Overloaded: not enough free places for all of them (nothing started).
             ContextLengthExceeded, BackendUnavailable, ModelLoading: as `astream_events`.
         """
-        count = len(sources) * n
+        count, base = len(sources) * n, request_id or new_request_id()
+        async with contextlib.AsyncExitStack() as stack:
+            try:  # a request refused before it starts is counted too (see #17)
+                self._check_size(count, raw)
+                ids = batch_request_ids(base, len(sources), n)
+                check_tools(tools, tool_choice)
+                loaded = await stack.enter_async_context(self._manager.lease(count))
+                jobs = await asyncio.to_thread(
+                    prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, params
+                )
+            except LcfinError as exc:  # one record per generation; one for a request too big
+                fits = count <= self._manager.capacity
+                for rid in batch_request_ids(base, len(sources), n) if fits else [base]:
+                    self.record_rejection(exc, endpoint=endpoint, request_id=rid)
+                raise
+            yield Batch(loaded, jobs, len(sources), endpoint, self._events)
+
+    def _check_size(self, count: int, raw: bool) -> None:
         if count > self._manager.capacity:
             raise InvalidParameter(
                 f"This request needs {count} generations; the server runs at most "
@@ -249,55 +287,12 @@ class FinancialLLM:
                 param="prompt" if raw else "n",
                 hint="send fewer prompts or choices per request",
             )
-        check_tools(tools, tool_choice)
-        ids = batch_request_ids(request_id or new_request_id(), len(sources), n)
-        async with self._manager.lease(count) as loaded:
-            jobs = await asyncio.to_thread(
-                prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, params
-            )
-            yield Batch(loaded, jobs, len(sources), endpoint, self._events)
 
     async def _events(
         self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
     ) -> AsyncIterator[Delta | Completion]:
-        async for event in self._run(loaded, job, endpoint, cancelled):
+        async for event in self._metering.run(loaded, job, endpoint, cancelled):
             yield with_tool_calls(event, job.tool_format) if job.parse_tools else event
-
-    async def _run(
-        self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
-    ) -> AsyncIterator[Delta | Completion]:
-        request = job.request
-        meter = self._accounting.begin()
-        parts: list[str] = []
-        logprobs: list[TokenLogprob] | None = None if request.params.logprobs is None else []
-        timeout = self.settings.request_timeout
-        try:
-            async for delta in with_deadline(
-                loaded.backend.generate(request), timeout, lambda: RequestTimeout.after(timeout)
-            ):
-                meter.on_delta(delta.num_tokens, delta.finish_reason)
-                parts.append(delta.text)
-                if logprobs is not None and delta.logprobs:
-                    logprobs.extend(delta.logprobs)
-                yield delta
-        except Exception as exc:
-            meter.fail(exc)
-            raise
-        finally:
-            if cancelled.is_set() and meter.error is None and meter.finish_reason == "abort":
-                meter.cancel()  # a sibling failed: this one stops, and is not billed
-            record = self._record(loaded, request, endpoint, meter, "".join(parts))
-        yield Completion(
-            text="".join(parts),
-            finish_reason=meter.finish_reason,  # type: ignore[arg-type]
-            usage=Usage(record.prompt_tokens, record.completion_tokens),
-            model=loaded.spec.name,
-            request_id=request.request_id,
-            timings=Timings(record.queue_s or 0.0, record.time_to_first_token_s, record.latency_s),
-            dropped_messages=job.dropped_messages,
-            cost_usd=record.cost_usd,
-            logprobs=None if logprobs is None else tuple(logprobs),
-        )
 
     async def astream(self, messages: Prompt, **params: Any) -> AsyncIterator[str]:
         """Stream the reply's text as it is generated."""
@@ -325,18 +320,18 @@ class FinancialLLM:
             OutputTruncated: with `json_schema`, the reply was cut by max_tokens.
         """
         if json_schema is None:
-            return await _final(self.astream_events(messages, **params))
+            return await final(self.astream_events(messages, **params))
         params["response_format"] = response_format_for(json_schema)
-        done = await _final(self.astream_events(messages, **params))
+        done = await final(self.astream_events(messages, **params))
         return dataclasses.replace(done, parsed=parse_output(done, json_schema))
 
     async def acomplete(self, prompt: str, **params: Any) -> Completion:
         """Complete a raw prompt (no chat template)."""
-        return await _final(self.astream_events(prompt=prompt, **params))
+        return await final(self.astream_events(prompt=prompt, **params))
 
     async def aask(self, question: str, *, system: str | None = None, **params: Any) -> str:
         """Ask one question; returns the answer's text."""
-        return (await self.achat(_question(question, system), **params)).text
+        return (await self.achat(question_messages(question, system), **params)).text
 
     # -- generation: sync twins (safe inside Jupyter's running loop) ------------------------
 
@@ -368,33 +363,29 @@ class FinancialLLM:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _record(
+    def record_rejection(
         self,
-        loaded: LoadedModel,
-        request: GenerationRequest,
-        endpoint: str,
-        meter: RequestMeter,
-        text: str,
+        exc: BaseException,
+        *,
+        endpoint: str = "library",
+        request_id: str | None = None,
+        code: str | None = None,
     ) -> RequestRecord:
-        spec = loaded.spec
+        """Count a request refused before generation (bad input, no model, full queue).
+
+        The generation methods call it themselves; the server calls it for what it refuses
+        before reaching them (an unknown model, a malformed body). `code`: the OpenAI error
+        code when `exc` has none (default: the error's own).
+        """
+        st = self.status()
         labels = RecordLabels(
-            request.request_id, spec.name, loaded.backend.name, self.profile.name, endpoint
+            request_id or new_request_id(),
+            st.model or "",
+            st.backend or self.backend_kind,
+            self.profile.name,
+            endpoint,
         )
-        prices = Prices(
-            spec.price_per_1m_prompt_usd,
-            spec.price_per_1m_completion_usd,
-            self.profile.hourly_cost_usd,
-        )
-        prompt_tokens = len(request.prompt_token_ids)
-        texts = (request.prompt_text, text)
-        record = self._accounting.finish(meter, labels, prices, prompt_tokens, texts)
-        self._stats.add(record)
-        for hook in self.record_hooks:
-            try:
-                hook(record)
-            except Exception:  # a broken hook must not fail the request
-                log.exception("Record hook %r failed", hook)
-        return record
+        return self._metering.reject(labels, exc, code)
 
 
 def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:
@@ -403,17 +394,3 @@ def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:
         return get_model(llm.initial_model, llm.settings.catalog)
     except LcfinError:  # the load reports it, with its own error
         return None
-
-
-def _question(question: str, system: str | None) -> list[Message]:
-    msgs: list[Message] = [{"role": "system", "content": system}] if system else []
-    return [*msgs, {"role": "user", "content": question}]
-
-
-async def _final(events: AsyncIterator[Delta | Completion]) -> Completion:
-    result: Completion | None = None
-    async for event in events:
-        if isinstance(event, Completion):
-            result = event
-    assert result is not None  # _run always ends with a Completion
-    return result

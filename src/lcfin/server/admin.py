@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.errors import Conflict, InvalidParameter, LcfinError
+from lcfin.errors import Conflict, ContextLengthExceeded, InvalidParameter, LcfinError
+from lcfin.server.context import counted
 from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
 
@@ -22,24 +23,37 @@ __all__ = ["load_in_background", "routes"]
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-_background: set[asyncio.Task[None]] = set()  # strong references to running loads
+_background: set[asyncio.Task[Any]] = set()  # strong references to running loads
 
 
-async def load_in_background(llm: FinancialLLM, model: str | ModelSpec) -> None:
-    """Load `model`, logging (not raising) a failure: status() reports it."""
-    try:
-        await llm.aswitch(model)
-    except LcfinError as exc:
-        log.error("Loading %s failed: %s", getattr(model, "name", model), exc)
+async def load_in_background(llm: FinancialLLM, model: str | ModelSpec) -> asyncio.Task[Any] | None:
+    """Start loading `model` (refusals raise now); a later failure shows in `status()`.
+
+    Returns the task that finishes the load, kept referenced until done, or None when the
+    model is already loaded.
+
+    Raises:
+        ModelNotFound, InvalidCatalog, DoesNotFit, ModelLoading: refused before loading.
+    """
+    task = await llm.abegin_switch(model)
+    if task is not None:
+        _background.add(task)
+        task.add_done_callback(_finished)
+    return task
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Loading failed: %s", task.exception())
 
 
 def _health_status(llm: FinancialLLM) -> str:
+    """healthy / loading / switching / failed / idle, from the model manager's state."""
     st = llm.status()
     if st.state == "loading":
         return "switching" if st.model else "loading"
-    if st.model is None:
-        return "failed" if st.state == "failed" else "starting"
-    return "healthy"
+    return {"ready": "healthy", "failed": "failed"}.get(st.state, "idle")
 
 
 #: What public /health shows to a caller without a key once keys are on (or to a Host outside
@@ -55,7 +69,7 @@ def _quiet(request: Request) -> bool:
 
 
 async def health(request: Request) -> Response:
-    """GET /health: always 200 with the seed's fields; `status` says loading / switching.
+    """GET /health: always 200 with the seed's fields; `status` says loading / failed / ...
 
     With API keys on, a caller without a valid key gets only QUIET_HEALTH_FIELDS.
     """
@@ -65,6 +79,7 @@ async def health(request: Request) -> Response:
         "status": _health_status(llm),
         "model_loaded": st.model is not None,
         "current_model": st.model,
+        "architecture": st.architecture,
         "backend": st.backend,
         "profile": st.profile,
         "gpu_available": llm.gpu_available,
@@ -72,6 +87,8 @@ async def health(request: Request) -> Response:
         "version": VERSION,
         "loading_model": st.loading_model,
         "error": st.error,
+        "failed_model": st.failed_model,
+        "failed_at": st.failed_at,
     }
     if _quiet(request):
         body = {key: body[key] for key in QUIET_HEALTH_FIELDS}
@@ -79,10 +96,11 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """GET /health/ready: 200 only when a model is ready; 503 + Retry-After otherwise."""
-    status = _health_status(request.app.state.llm)
-    if status == "healthy":
+    """GET /health/ready: 200 while a model serves (a blue/green switch included), else 503."""
+    llm: FinancialLLM = request.app.state.llm
+    if llm.status().serving:
         return JSONResponse({"status": "ready"})
+    status = _health_status(llm)
     return JSONResponse({"status": status}, status_code=503, headers={"Retry-After": "5"})
 
 
@@ -141,40 +159,40 @@ async def _model_name(request: Request) -> str:
 
 
 async def load_model(request: Request) -> Response:
-    """POST /load-model?model_name=...: start a switch in the background (202)."""
+    """POST /load-model?model_name=...: 202 and load in the background; 200 if already loaded."""
     llm: FinancialLLM = request.app.state.llm
     name = await _model_name(request)
     spec = llm.model_for_client(name)
-    st = llm.status()
-    if st.loading_model is not None:
-        raise Conflict(f"Model {st.loading_model} is already loading", param="model_name")
-    task = asyncio.create_task(load_in_background(llm, spec))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    await asyncio.sleep(0)  # let the load claim its slot, so /loading-status says "loading"
-    return JSONResponse(
-        {
-            "message": f"Loading {spec.display_name or name} in the background",
-            "model_name": name,
-            "display_name": spec.display_name or name,
-            "status": "loading_started",
-            "backend_type": llm.backend_kind,
-        },
-        status_code=202,
-    )
+    shown = spec.display_name or name
+    if (loading := llm.status().loading_model) is not None:
+        raise Conflict(f"Model {loading} is already loading", param="model_name")
+    started = await load_in_background(llm, spec) is not None  # DoesNotFit etc. raise here
+    body = {
+        "message": f"Loading {shown} in the background"
+        if started
+        else f"{shown} is already loaded",
+        "model_name": name,
+        "display_name": shown,
+        "status": "loading_started" if started else "already_loaded",
+        "backend_type": llm.backend_kind,
+    }
+    return JSONResponse(body, status_code=202 if started else 200)
 
 
 async def loading_status(request: Request) -> Response:
-    """GET /loading-status: idle / loading / ready / failed, with the model and elapsed time."""
+    """GET /loading-status: idle / loading / ready / failed, naming the model it is about."""
     st = request.app.state.llm.status()
+    failed = st.failed_model if st.state == "failed" else None
     return JSONResponse(
         {
             "status": st.state,
-            "model": st.loading_model or st.model,
+            "model": st.loading_model or failed or st.model,
             "current_model": st.model,
             "elapsed_seconds": st.loading_elapsed_s,
             "load_time_seconds": st.load_time_s,
             "error": st.error,
+            "failed_model": st.failed_model,
+            "failed_at": st.failed_at,
         }
     )
 
@@ -184,13 +202,17 @@ async def inference(request: Request) -> Response:
     from lcfin.server.admission import collect, generation_events
     from lcfin.server.openai import cost_header, read_json
 
-    req = InferenceRequest.model_validate(await read_json(request))
-    check_text(req.prompt, "prompt")
+    with counted(request.app.state.llm, "/inference"):
+        req = InferenceRequest.model_validate(await read_json(request))
+        check_text(req.prompt, "prompt")
     events = generation_events(
         request, [req.prompt], endpoint="/inference", max_tokens=req.max_new_tokens,
         temperature=req.temperature,
     )  # fmt: skip
-    (done,) = await collect(events)
+    try:
+        (done,) = await collect(events)
+    except ContextLengthExceeded as exc:  # in this route's words: prompt, max_new_tokens
+        raise exc.renamed(prompt="prompt", max_tokens="max_new_tokens") from None
     body: dict[str, Any] = {
         "response": done.text,
         "model_used": done.model,

@@ -176,7 +176,10 @@ def create_app(llm: FinancialLLM, settings: Settings) -> Starlette:
         telemetry.start()
         task = None
         if llm.status().model is None:
-            task = asyncio.create_task(admin.load_in_background(llm, llm.initial_model))
+            try:  # claimed before the first request: /health says loading, never idle
+                task = await admin.load_in_background(llm, llm.initial_model)
+            except LcfinError as exc:  # status() reports it: /health says failed
+                log.error("Cannot load %s: %s", llm.initial_model, exc)
         try:
             yield
         finally:

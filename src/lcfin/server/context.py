@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lcfin.engine.types import new_request_id
+from lcfin.errors import LcfinError
 
-__all__ = ["RequestIdFilter", "RequestIdMiddleware", "current_request_id"]
+if TYPE_CHECKING:
+    from lcfin import FinancialLLM
+
+__all__ = ["RequestIdFilter", "RequestIdMiddleware", "counted", "current_request_id"]
 
 log = logging.getLogger(__name__)
 _request_id: ContextVar[str] = ContextVar("lcfin_request_id", default="-")
@@ -21,6 +28,26 @@ _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def current_request_id() -> str:
     """The id of the request being handled ('-' outside a request)."""
     return _request_id.get()
+
+
+@contextmanager
+def counted(llm: FinancialLLM, endpoint: str) -> Iterator[None]:
+    """Count a request this block refuses (bad body, unknown model) as an error record.
+
+    For the checks a handler makes before it calls the core; the core counts its own.
+    """
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except LcfinError as exc:
+        llm.record_rejection(exc, endpoint=endpoint, request_id=current_request_id())
+        raise
+    except ValidationError as exc:  # answered 400 invalid_value by the app's handler
+        llm.record_rejection(
+            exc, endpoint=endpoint, request_id=current_request_id(), code="invalid_value"
+        )
+        raise
 
 
 class RequestIdFilter(logging.Filter):

@@ -74,8 +74,12 @@ def _by_id(summary: str, response: str | None) -> dict[str, Any]:
     return op
 
 
-def _plain(summary: str) -> dict[str, Any]:
-    return {"summary": summary, "responses": {"200": {"description": "OK"}}}
+def _plain(summary: str, ok: dict[str, str] | None = None, errors: bool = True) -> dict[str, Any]:
+    """A route without a response schema: its statuses (tests/server/test_docs.py checks them)."""
+    responses: dict[str, Any] = {s: {"description": d} for s, d in (ok or {"200": "OK"}).items()}
+    if errors:
+        responses["default"] = {"$ref": "#/components/responses/Error"}
+    return {"summary": summary, "responses": responses}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -103,11 +107,31 @@ def openapi_document() -> dict[str, Any]:
             "delete": _by_id("Delete a stored response of the caller's API key", None),
         },
         "/v1/models": {"get": _op("Served and switchable models", None, "ModelList")},
-        "/health": {"get": _plain("Liveness and state (always 200)")},
-        "/health/ready": {"get": _plain("200 when a model is ready, else 503 + Retry-After")},
+        "/health": {
+            "get": _plain(
+                "Liveness and state: healthy, loading, switching, failed or idle",
+                {"200": "Always"},
+                errors=False,
+            )
+        },
+        "/health/ready": {
+            "get": _plain(
+                "Readiness: whether a model serves (also during a blue/green switch)",
+                {"200": "A model serves", "503": "None serves (loading, draining, failed)"},
+                errors=False,
+            )
+        },
         "/models": {"get": _plain("Current model, the catalog and the planner's numbers")},
-        "/load-model": {"post": _plain("Switch model in the background (?model_name=..., admin)")},
-        "/loading-status": {"get": _plain("idle / loading / ready / failed")},
+        "/load-model": {
+            "post": _plain(
+                "Switch model in the background (?model_name=..., admin)",
+                {
+                    "202": "Loading started; follow GET /loading-status",
+                    "200": "That model is already loaded",
+                },
+            )
+        },
+        "/loading-status": {"get": _plain("idle / loading / ready / failed, and which model")},
         "/inference": {"post": inference},
         "/metrics": {"get": _plain("Prometheus metrics, `lcfin:` names after vLLM's (admin)")},
         "/analytics/performance": {

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
 from lcfin.server.admission import collect, generation_events
+from lcfin.server.context import counted
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
 from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
@@ -148,10 +149,11 @@ async def _stream_response(
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    req = ChatCompletionRequest.model_validate(await read_json(request))
-    req.check_supported()
-    check_chat(req, request.app.state.settings.max_messages)
-    model = served_model(request.app.state.llm, req.model)
+    with counted(request.app.state.llm, "/v1/chat/completions"):
+        req = ChatCompletionRequest.model_validate(await read_json(request))
+        req.check_supported()
+        check_chat(req, request.app.state.settings.max_messages)
+        model = served_model(request.app.state.llm, req.model)
     rid = chunk_id("chatcmpl")
     events = generation_events(
         request, [req.core_messages()], n=req.n, truncate=False,
@@ -199,10 +201,11 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
-    req = CompletionRequest.model_validate(await read_json(request))
-    req.check_supported()
-    check_completion(req, request.app.state.settings.max_prompts)
-    model = served_model(request.app.state.llm, req.model)
+    with counted(request.app.state.llm, "/v1/completions"):
+        req = CompletionRequest.model_validate(await read_json(request))
+        req.check_supported()
+        check_completion(req, request.app.state.settings.max_prompts)
+        model = served_model(request.app.state.llm, req.model)
     rid = chunk_id("cmpl")
     events = generation_events(
         request, req.prompts(), raw=True, n=req.n, endpoint="/v1/completions", request_id=rid,

@@ -194,7 +194,6 @@ class InferenceRequest(_Request):
     prompt: str = Field(min_length=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.7, ge=0, le=2)
-    model_config = ConfigDict(extra="allow", strict=False)
 
 
 def chunk_id(prefix: str) -> str:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import InvalidParameter, LcfinError, NotFound
+from lcfin.server.context import counted
 from lcfin.server.openai import SSE_HEADERS, cost_header, read_json, served_model
 from lcfin.server.responses_events import ResponseEvents
 from lcfin.server.responses_objects import Response, new_item_id, output_items
@@ -140,7 +141,8 @@ async def _final(events: AsyncIterator[Event]) -> Completion:
 
 async def create_response(request: Request) -> HTTPResponse:
     """POST /v1/responses."""
-    call = await _prepare(request)
+    with counted(request.app.state.llm, ENDPOINT):
+        call = await _prepare(request)
     if call.req.stream:
         return await _stream(request, call)
     try:

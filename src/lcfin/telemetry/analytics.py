@@ -6,6 +6,8 @@ Definitions (docs/analytics.md explains them for readers):
 - throughput: requests and completion tokens per second over the *active span*, from the first
   request's start to the last one's end within the window;
 - error rate: requests with status 'error' / all requests (aborted requests are not errors);
+  requests refused before generation (finish reason 'rejected': bad input, unknown model, full
+  queue) count as errors with their code, but not in the latency percentiles;
 - hardware cost: each server session's uptime in the window x its profile's hourly cost (from
   the `uptime` heartbeats), whether the engine was busy or idle; utilisation is the engines'
   busy time (the sum of the requests' `gpu_seconds`) / uptime;
@@ -91,6 +93,7 @@ def _span(rows: list[Row]) -> float:
 def _perf(rows: list[Row]) -> dict[str, Any]:
     n = len(rows)
     errors = [r for r in rows if r["status"] != "ok"]
+    served = [r for r in rows if r["finish_reason"] != "rejected"]  # refused ones took no time
     span = _span(rows)
     codes = group_by(errors, lambda r: r["error_code"] or "unknown")
     return {
@@ -99,10 +102,10 @@ def _perf(rows: list[Row]) -> dict[str, Any]:
         "error_rate": _ratio(len(errors), n),
         "error_codes": {code: len(rs) for code, rs in codes.items()},
         "aborted": sum(r["finish_reason"] == "abort" for r in rows),
-        "latency_s": summarize(r["latency_s"] for r in rows),
-        "time_to_first_token_s": summarize(r["ttft_s"] for r in rows),
-        "queue_s": summarize(r["queue_s"] for r in rows),
-        "decode_tokens_per_s": summarize(r["decode_tokens_per_s"] for r in rows),
+        "latency_s": summarize(r["latency_s"] for r in served),
+        "time_to_first_token_s": summarize(r["ttft_s"] for r in served),
+        "queue_s": summarize(r["queue_s"] for r in served),
+        "decode_tokens_per_s": summarize(r["decode_tokens_per_s"] for r in served),
         "throughput": {
             "span_s": span,
             "requests_per_s": _ratio(n, span),
@@ -138,7 +141,9 @@ def time_buckets(rows: list[Row], bucket_s: float) -> list[dict[str, Any]]:
     """Requests, tokens and latency percentiles per time bucket."""
     buckets = []
     for start, rs in by_time(rows, bucket_s).items():
-        latency, ttft = summarize(r["latency_s"] for r in rs), summarize(r["ttft_s"] for r in rs)
+        served = [r for r in rs if r["finish_reason"] != "rejected"]
+        latency = summarize(r["latency_s"] for r in served)
+        ttft = summarize(r["ttft_s"] for r in served)
         buckets.append(
             {
                 "start": start,

@@ -6,8 +6,9 @@ and on `close()`, so a crash loses at most that interval. A failed write (databa
 connection lost) is retried on the next tick with the same records; their unique ids and
 `ON CONFLICT DO NOTHING` make a retry of a batch that was in fact committed write nothing twice.
 
-A server's ledger also writes a heartbeat (`uptime` table) every few seconds: which model it
-serves on which profile, at what hourly cost, so hardware cost x uptime survives restarts.
+A server's ledger also writes a heartbeat (`uptime` table) every few seconds, and at once when
+the served model changes: which model it serves on which profile, at what hourly cost, so
+hardware cost x uptime survives restarts. A running session reads its own segment as seen now.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class UsageLedger:
             self._wake.clear()
             self._tick()
         self._write_pending()
-        self._guarded(self._beat, time.time())
+        self._guarded(self._beat, time.time(), True)
         if self._pending or self._batch:
             log.error(
                 "Usage ledger %s: %d records could not be written before closing",
@@ -226,8 +227,8 @@ class UsageLedger:
     def _tick(self) -> None:
         self._write_pending()
         now = time.time()
-        if self._heartbeat is not None and now >= self._next_beat:
-            self._guarded(self._beat, now)
+        if self._heartbeat is not None:
+            self._guarded(self._beat, now, False)
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
             self._guarded(self.purge_audit, now)
@@ -275,12 +276,20 @@ class UsageLedger:
             return False
         return True
 
-    def _beat(self, now: float) -> None:
+    def _beat(self, now: float, force: bool = True) -> None:
+        """Write the heartbeat when it is due, forced, or when the served model changed.
+
+        Asked every tick: a switch starts its segment within one flush interval, not at the
+        next heartbeat (see #17: a report then showed 0 s for a model that had served 4 s).
+        """
         serving = self._heartbeat() if self._heartbeat is not None else None
         if serving is None:
             return
+        changed = self._segment is None or self._segment[1] != serving
+        if not (force or changed or now >= self._next_beat):
+            return
         self._next_beat = now + HEARTBEAT_S
-        if self._segment is None or self._segment[1] != serving:
+        if changed:
             if self._segment is not None:  # close the previous model's segment at this moment
                 self._guarded(self._write_beat, self._segment, now)
             self._segment = (now, serving)
@@ -312,11 +321,7 @@ class UsageLedger:
             return tx.query(sql, params)
 
     def uptime(self, query: LedgerQuery | None = None) -> list[dict[str, Any]]:
-        """Uptime segments overlapping the query's time range (model and key filters ignored).
-
-        This server's own open segment runs until now, not until its last heartbeat: a server
-        asked within `HEARTBEAT_S` of loading its model has been up, and its cost counts.
-        """
+        """Uptime segments overlapping the query's time range (model and key filters ignored)."""
         q = query or LedgerQuery()
         parts, params = [], {}
         if q.since is not None:
@@ -328,13 +333,31 @@ class UsageLedger:
         where = " WHERE " + " AND ".join(parts) if parts else ""
         with self.store.transaction(write=False) as tx:
             rows = tx.query(f"SELECT * FROM uptime{where} ORDER BY started_at", params)
-        live, now = self._segment, time.time()
-        if live is None or self._closed:
+        return self._with_live_segment(rows, q)
+
+    def _with_live_segment(
+        self, rows: list[dict[str, Any]], q: LedgerQuery
+    ) -> list[dict[str, Any]]:
+        """`rows` with this running session's segment seen now, not at its last heartbeat.
+
+        The table lags up to HEARTBEAT_S behind a live server, so a report read in its first
+        seconds showed no uptime and no hardware cost (see #17).
+        """
+        live, thread = self._segment, self._thread
+        if live is None or self._closed or thread is None or not thread.is_alive():
             return rows
+        started, serving = live
+        now = time.time()
         for row in rows:
-            if row["session_id"] == self.session_id and float(row["started_at"]) == live[0]:
-                row["last_seen"] = max(float(row["last_seen"]), min(now, q.until or now))
-        return rows
+            if row["session_id"] == self.session_id and float(row["started_at"]) == started:
+                row["last_seen"] = max(float(row["last_seen"]), now)
+                return rows
+        if q.until is not None and started >= q.until:
+            return rows
+        row = {"session_id": self.session_id, "started_at": started, "last_seen": now,
+               "model": serving.model, "profile": serving.profile, "backend": serving.backend,
+               "hourly_cost_usd": serving.hourly_cost_usd}  # fmt: skip
+        return sorted([*rows, row], key=lambda r: float(r["started_at"]))
 
     def audit(self, query: LedgerQuery | None = None) -> list[dict[str, Any]]:
         """Audit texts joined with their request's id, time and model."""

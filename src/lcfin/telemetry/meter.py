@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from lcfin.telemetry.costs import BusyClock, Prices, hardware_cost, token_cost
 from lcfin.telemetry.records import CANCELLED, RequestRecord, current_api_key_id
 
-__all__ = ["Accounting", "Cancelled", "QueueEstimator", "RecordLabels", "RequestMeter"]
+__all__ = ["REJECTED", "Accounting", "Cancelled", "QueueEstimator", "RecordLabels", "RequestMeter"]
 
 
 class Cancelled(Exception):
@@ -99,6 +99,11 @@ class RecordLabels:
     endpoint: str
 
 
+#: The finish reason of a request refused before it reached the engine (bad input, no model,
+#: a full queue): an error record with no tokens and no latency.
+REJECTED = "rejected"
+
+
 def _error_code(exc: BaseException) -> str:
     code = getattr(exc, "openai_code", None)
     return code if isinstance(code, str) else type(exc).__name__
@@ -151,4 +156,24 @@ class Accounting:
             hardware_cost_usd=hardware_cost(gpu_s, prices.hourly_usd) if meter.billed else 0.0,
             prompt_text=texts[0] if self.audit else None,
             response_text=texts[1] if self.audit else None,
+        )
+
+    def reject(
+        self, labels: RecordLabels, exc: BaseException, code: str | None = None
+    ) -> RequestRecord:
+        """The record of a request refused before generation (`code`: its OpenAI error code)."""
+        return RequestRecord(
+            request_id=labels.request_id,
+            model=labels.model,
+            backend=labels.backend,
+            profile=labels.profile,
+            endpoint=labels.endpoint,
+            prompt_tokens=0,
+            completion_tokens=0,
+            finish_reason=REJECTED,
+            latency_s=0.0,
+            status="error",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            error_code=code or _error_code(exc),
+            api_key_id=current_api_key_id(),
         )

@@ -233,8 +233,11 @@ class Metrics:
 
     def observe(self, record: RequestRecord) -> None:
         """Account for one finished request (the record hook)."""
-        model, s = record.model, self._series(record.model)
+        model = record.model
         self.requests.labels(model, record.endpoint, record.status).inc()
+        if record.finish_reason == "rejected":  # refused before the engine: no tokens, no times
+            return
+        s = self._series(model)
         if record.status == "ok":
             self.success.labels(model, record.finish_reason).inc()
         s.prompt_tokens.inc(record.prompt_tokens)

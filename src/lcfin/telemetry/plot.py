@@ -12,7 +12,7 @@ from typing import Any
 
 from lcfin.errors import LcfinError
 
-__all__ = ["write_usage_plot"]
+__all__ = ["draw_usage", "with_gaps", "write_usage_plot"]
 
 Bucket = dict[str, Any]
 _BLUE, _ORANGE, _GREEN, _RED, _GREY = "#3366aa", "#ee8833", "#339955", "#cc4444", "#888888"
@@ -79,14 +79,41 @@ def _time_axis(ax: Any, bucket_s: float) -> None:
     ax.xaxis.set_major_formatter(formatter)
 
 
+def with_gaps(buckets: list[Bucket], bucket_s: float) -> list[Bucket]:
+    """`buckets` with the empty ones in between: no requests, no tokens, no latency.
+
+    The analytics list only buckets that had requests; drawn as they are, a line would join
+    two busy minutes across an idle hour, as if traffic had gone on (see #17). Counts drop to
+    0 there, and latency lines break (None is drawn as a gap).
+    """
+    if not buckets:
+        return []
+    by_start = {round(b["start"] / bucket_s): b for b in buckets}
+    first, last = min(by_start), max(by_start)
+    empty = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_p50_s": None,
+             "latency_p95_s": None, "ttft_p50_s": None, "ttft_p95_s": None}  # fmt: skip
+    return [by_start.get(i, {**empty, "start": i * bucket_s}) for i in range(first, last + 1)]
+
+
 def write_usage_plot(
     buckets: list[Bucket], path: Path, *, title: str, bucket_s: float, subtitle: str = ""
 ) -> Path:
     """Draw the per-bucket traffic (top) and latency percentiles (bottom) into a PNG at `path`.
 
+    Buckets without requests are drawn as such (zero traffic, a gap in latency).
+
     Raises:
         LcfinError: matplotlib is not installed.
     """
+    fig = draw_usage(buckets, title=title, bucket_s=bucket_s, subtitle=subtitle)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def draw_usage(buckets: list[Bucket], *, title: str, bucket_s: float, subtitle: str = "") -> Any:
+    """The figure `write_usage_plot` saves (a matplotlib Figure)."""
+    buckets = with_gaps(buckets, bucket_s)
     fig = _figure()
     top, bottom = fig.subplots(2, 1, sharex=True)
     unit = _UNITS.get(int(bucket_s), f"{bucket_s:g} s")
@@ -101,6 +128,4 @@ def write_usage_plot(
     for ax in (top, bottom):
         ax.grid(True, axis="y", alpha=0.3)
     bottom.set_xlabel("time (UTC)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return fig

@@ -121,6 +121,7 @@ class StatsCollector:
         self.completion_tokens = 0
         self.cost_usd = 0.0
         self._latency_sum = 0.0
+        self._latency_n = 0  # refused requests have no latency
         self._ttft_sum = 0.0
         self._ttft_n = 0
 
@@ -133,7 +134,9 @@ class StatsCollector:
             self.prompt_tokens += record.prompt_tokens
             self.completion_tokens += record.completion_tokens
             self.cost_usd += record.cost_usd
-            self._latency_sum += record.latency_s
+            if record.finish_reason != "rejected":
+                self._latency_sum += record.latency_s
+                self._latency_n += 1
             if record.time_to_first_token_s is not None:
                 self._ttft_sum += record.time_to_first_token_s
                 self._ttft_n += 1
@@ -153,7 +156,7 @@ class StatsCollector:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "cost_usd": self.cost_usd,
-                "mean_latency_s": self._latency_sum / n if n else None,
+                "mean_latency_s": self._latency_sum / self._latency_n if self._latency_n else None,
                 "mean_time_to_first_token_s": self._ttft_sum / self._ttft_n
                 if self._ttft_n
                 else None,
