@@ -129,6 +129,8 @@ class ContextLengthExceeded(InvalidParameter):
 
     #: The numbers behind the message (None when it was built from a message alone).
     sizes: tuple[int, int | None, int] | None = None  # limit, prompt tokens, max tokens
+    #: Whether the prompt tokens are a lower bound (counted from a prefix of a long text).
+    at_least: bool = False
 
     @classmethod
     def of(
@@ -139,8 +141,10 @@ class ContextLengthExceeded(InvalidParameter):
         *,
         prompt: str = "messages",
         max_tokens: str = "max_tokens",
+        at_least: bool = False,
     ) -> ContextLengthExceeded:
-        """The error in the request's own field names (`prompt_tokens` None: max_tokens alone)."""
+        """The error in the request's own field names (`prompt_tokens` None: max_tokens alone;
+        `at_least`: the prompt was counted from a prefix, and needs more than `prompt_tokens`)."""
         if prompt_tokens is None:
             exc = cls(
                 f"{max_tokens} is too large: {wanted}; this model's maximum context length is "
@@ -150,20 +154,21 @@ class ContextLengthExceeded(InvalidParameter):
             )
         else:
             need = "need" if prompt.endswith("s") else "needs"
+            more = "more than " if at_least else ""
             exc = cls(
                 f"This model's maximum context length is {limit} tokens; the {prompt} {need} "
-                f"{prompt_tokens} tokens and {max_tokens} asks for {wanted}",
+                f"{more}{prompt_tokens} tokens and {max_tokens} asks for {wanted}",
                 param=prompt,
                 hint=f"shorten the {prompt} or lower {max_tokens}",
             )
-        exc.sizes = (limit, prompt_tokens, wanted)
+        exc.sizes, exc.at_least = (limit, prompt_tokens, wanted), at_least
         return exc
 
     def renamed(self, *, prompt: str, max_tokens: str) -> ContextLengthExceeded:
         """The same error for a route whose fields have other names (e.g. /inference)."""
         if self.sizes is None:
             return self
-        return self.of(*self.sizes, prompt=prompt, max_tokens=max_tokens)
+        return self.of(*self.sizes, prompt=prompt, max_tokens=max_tokens, at_least=self.at_least)
 
 
 class PayloadTooLarge(InvalidParameter):

@@ -176,7 +176,7 @@ def test_a_huge_prompt_is_refused_after_tokenizing_only_a_prefix(make_llm, token
 
     huge = "Basel III sets capital ratios for banks. " * 50_000  # 2 MB, far beyond 96 tokens
     with pytest.raises(ContextLengthExceeded) as info:
-        refuse_overlong(Spy(), ["short", huge], max_model_len=96, param="messages")
+        refuse_overlong(Spy(), ["short", huge], max_model_len=96, max_tokens=8, param="messages")
     assert info.value.param == "messages" and "96" in str(info.value)
     assert seen and max(seen) == 8 * 96  # a prefix, never the 2 MB
 
@@ -203,7 +203,9 @@ def test_a_long_but_sparse_text_goes_on_to_the_exact_count():
         def encode(self, text: str, **kw: object) -> list[int]:
             return [0] * (len(text) // 10)
 
-    refuse_overlong(TenCharsPerToken(), ["x" * 100_000], max_model_len=96, param="prompt")
+    refuse_overlong(
+        TenCharsPerToken(), ["x" * 100_000], max_model_len=96, max_tokens=8, param="prompt"
+    )
 
 
 # -- model management ---------------------------------------------------------------------------

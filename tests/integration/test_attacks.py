@@ -130,12 +130,32 @@ def test_admin_routes_need_the_admin_key_beyond_loopback(make_live: Callable[...
 # -- "one request can stall everyone" ------------------------------------------------------------
 
 
-def test_health_answers_while_a_huge_prompt_is_rejected(live: LiveServer):
-    """A 3.9 MB prompt is tokenized off the event loop: /health keeps answering meanwhile."""
+def _history(chars: int, turns: int) -> list[dict[str, str]]:
+    """`turns` alternating messages of about `chars` characters each (none long alone)."""
+    line = "The liquidity coverage ratio requires banks to hold liquid assets. "
+    text = (line * (chars // len(line) + 1))[:chars]
+    return [{"role": ("user", "assistant")[i % 2], "content": text} for i in range(turns - 1)] + [
+        {"role": "user", "content": "And the net stable funding ratio?"}
+    ]
+
+
+def test_a_huge_single_message_is_refused_from_a_prefix(live: LiveServer):
     prompt = ("The liquidity coverage ratio requires banks to hold liquid assets. " * 60_000)[
         :3_900_000
     ]
     body = {"model": live.model, "messages": [{"role": "user", "content": prompt}]}
+    with _client(live) as c:
+        error = _error(c.post("/v1/chat/completions", json=body), 400)
+    assert error["code"] == "context_length_exceeded" and "need more than" in error["message"]
+
+
+def test_health_answers_while_a_huge_prompt_is_rejected(live: LiveServer):
+    """Megabytes of messages, each short enough to be tokenized in full (none is refused from
+    its prefix alone), are tokenized off the event loop: /health answers meanwhile."""
+    limit = live.llm.status().max_model_len
+    assert limit is not None
+    chars = 8 * limit  # the longest text that is counted in full
+    body = {"model": live.model, "messages": _history(chars, min(1000, 3_800_000 // chars))}
     result: dict[str, Any] = {}
 
     def attack() -> None:
@@ -162,6 +182,23 @@ def test_health_answers_while_a_huge_prompt_is_rejected(live: LiveServer):
     # hold /health for all of it.
     bound = max(0.5, result["took"] / 20)
     assert max(latencies) < bound, (max(latencies), result["took"])
+
+
+def test_a_long_history_is_truncated_in_a_few_passes_not_one_per_turn(live: LiveServer):
+    """/v1/responses with truncation "auto" drops 1,000 turns of 3.8 MB (LCFIN_MAX_MESSAGES is
+    1024): one pass over the text to count, then a few renders of what is kept (one render of
+    the rest per dropped turn took some 1,000 renders of 1.9 MB on average)."""
+    body = {
+        "model": live.model,
+        "input": _history(3800, 1000),
+        "truncation": "auto",
+        "max_output_tokens": 16,
+        "store": False,
+    }
+    with _client(live) as c:
+        response = c.post("/v1/responses", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["input_tokens"] < 2000
 
 
 # -- models from anywhere ------------------------------------------------------------------------

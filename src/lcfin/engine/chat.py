@@ -158,12 +158,26 @@ def render_chat(
 
 #: How many characters per context token a text may have before `refuse_overlong` samples it.
 _SAMPLE_CHARS_PER_TOKEN = 8
-#: Tokens a prefix may gain or lose at its cut (a word split in two) on top of the limit.
+#: Tokens a prefix's count may exceed its characters' share of the whole text's (a cut word).
 _CUT_MARGIN = 16
 
 
+def count_prefix_tokens(tokenizer: Any, text: str, max_model_len: int) -> int:
+    """A lower bound of `text`'s tokens at a bounded cost: its exact count, or, for a text over
+    8 x max_model_len characters, its first 8 x max_model_len characters' count less what a
+    cut through a word may add."""
+    sample = _SAMPLE_CHARS_PER_TOKEN * max_model_len
+    count = len(tokenizer.encode(text[:sample], add_special_tokens=False))
+    return count if len(text) <= sample else max(0, count - _CUT_MARGIN)
+
+
 def refuse_overlong(
-    tokenizer: Any, texts: Sequence[str], *, max_model_len: int, param: str
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    max_model_len: int,
+    max_tokens: int | None,
+    param: str,
 ) -> None:
     """Refuse a text that alone cannot fit the context, tokenizing only a prefix of it.
 
@@ -178,14 +192,10 @@ def refuse_overlong(
     for text in texts:
         if len(text) <= sample:
             continue
-        count = len(tokenizer.encode(text[:sample], add_special_tokens=False))
-        if count > max_model_len + _CUT_MARGIN:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {max_model_len} tokens; the "
-                f"{param} need more than {count - _CUT_MARGIN} tokens "
-                f"({len(text)} characters in one text)",
-                param=param,
-                hint=f"shorten the {param}",
+        count = count_prefix_tokens(tokenizer, text, max_model_len)
+        if count > max_model_len:
+            raise ContextLengthExceeded.of(
+                max_model_len, count, max_tokens or 1, prompt=param, at_least=True
             )
 
 
@@ -196,28 +206,66 @@ def fit_messages(
     max_model_len: int,
     max_tokens: int | None,
     truncate: bool,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> RenderedPrompt:
     """Render, dropping the oldest non-system turns until prompt + max_tokens fit.
 
     The last message is never dropped. Without `truncate`, or when even the shortest
-    conversation does not fit, raise ContextLengthExceeded.
+    conversation does not fit, raise ContextLengthExceeded. With `count_tokens` (a lower
+    bound of a text's tokens), turns that cannot fit are dropped before the first render, so a
+    long conversation costs a few renders, not one per dropped turn.
     """
     needed = max_tokens or 1
     if needed >= max_model_len:  # no prompt could fit: the fault is max_tokens (as OpenAI says)
         raise ContextLengthExceeded.of(max_model_len, None, needed)
     current = list(messages)
     dropped = 0
+    if truncate and count_tokens is not None:
+        dropped = _drop_what_cannot_fit(current, count_tokens, max_model_len - needed)
     while True:
         prompt = render(current)
         if len(prompt.token_ids) + needed <= max_model_len:
             return RenderedPrompt(prompt.text, prompt.token_ids, prompt.extra_stops, dropped)
-        droppable = [i for i, m in enumerate(current[:-1]) if m["role"] != "system"]
-        if not truncate or not droppable:
+        if not truncate or not _droppable(current):
             raise ContextLengthExceeded.of(max_model_len, len(prompt.token_ids), needed)
-        del current[droppable[0]]
-        dropped += 1
-        # Keep turns alternating: a conversation may not start with an orphan assistant reply.
-        rest = [i for i, m in enumerate(current[:-1]) if m["role"] != "system"]
-        if rest and current[rest[0]]["role"] == "assistant":
-            del current[rest[0]]
-            dropped += 1
+        dropped += _drop_oldest(current)
+
+
+def _droppable(turns: list[ChatTurn]) -> list[int]:
+    """Indices of the turns truncation may drop: not a system turn, not the last one."""
+    return [i for i, m in enumerate(turns[:-1]) if m["role"] != "system"]
+
+
+def _drop_oldest(turns: list[ChatTurn]) -> int:
+    """Drop the oldest droppable turn (and an assistant reply it orphans); how many went."""
+    del turns[_droppable(turns)[0]]
+    # Keep turns alternating: a conversation may not start with an orphan assistant reply.
+    rest = _droppable(turns)
+    if rest and turns[rest[0]]["role"] == "assistant":
+        del turns[rest[0]]
+        return 2
+    return 1
+
+
+def _drop_what_cannot_fit(
+    turns: list[ChatTurn], count_tokens: Callable[[str], int], room: int
+) -> int:
+    """Drop the oldest turns (as `_drop_oldest` would) while the contents left need more than
+    `room` tokens; how many went.
+
+    Each content's count may be one token off where the template joins it to the next, so
+    each turn is counted one token short: this never drops a turn the exact check would keep.
+    """
+    counts = [max(0, count_tokens(str(t.get("content") or "")) - 1) for t in turns]
+    total, order, gone = sum(counts), _droppable(turns), set()
+    j = 0
+    while total > room and j < len(order):
+        total -= counts[order[j]]
+        gone.add(order[j])
+        j += 1
+        if j < len(order) and turns[order[j]]["role"] == "assistant":  # orphaned: goes too
+            total -= counts[order[j]]
+            gone.add(order[j])
+            j += 1
+    turns[:] = [t for i, t in enumerate(turns) if i not in gone]
+    return len(gone)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.chat import (
     RenderedPrompt,
+    count_prefix_tokens,
     fit_messages,
     normalize_messages,
     refuse_overlong,
@@ -69,7 +70,9 @@ def render_prompt(
     """
     tok, limit = loaded.backend.tokenizer, loaded.backend.max_model_len
     if prompt is not None:
-        refuse_overlong(tok, [prompt], max_model_len=limit, param="prompt")
+        refuse_overlong(
+            tok, [prompt], max_model_len=limit, max_tokens=sampling.max_tokens, param="prompt"
+        )
         ids = tok.encode(prompt)
         if not ids:  # nothing to prefill: the engine would fail on an empty batch
             raise InvalidParameter("The prompt is empty (no tokens)", param="prompt")
@@ -88,13 +91,16 @@ def render_prompt(
         for i, t in enumerate(turns)
         if not truncate or t["role"] == "system" or i == len(turns) - 1
     ]
-    refuse_overlong(tok, kept, max_model_len=limit, param="messages")
+    refuse_overlong(
+        tok, kept, max_model_len=limit, max_tokens=sampling.max_tokens, param="messages"
+    )
     return fit_messages(
         turns,
         lambda msgs: render_chat(tok, msgs, plain=plain, tools=tools),
         max_model_len=limit,
         max_tokens=sampling.max_tokens,
         truncate=truncate,
+        count_tokens=lambda text: count_prefix_tokens(tok, text, limit),
     )
 
 
