@@ -244,7 +244,36 @@ async def _pump(
             _post(target, closed.set)
 
 
+#: Callbacks posted to a loop from other threads and not yet run there, in order.
+_mail: dict[asyncio.AbstractEventLoop, list[tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
+_mail_lock = threading.Lock()
+
+
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
-    """`loop.call_soon_threadsafe`, ignoring a loop that has closed meanwhile."""
-    with contextlib.suppress(RuntimeError):  # "Event loop is closed": its consumer is gone
-        loop.call_soon_threadsafe(callback, *args)
+    """Run `callback(*args)` on `loop` soon, from another thread; nothing if it has closed.
+
+    Posts made before the loop gets to them are run together, after one wake-up: an engine
+    step that yields a token for each of 16 streams wakes the consumer's loop once, not 16
+    times (each wake-up a write to the loop's self-pipe and a thread switch on a busy CPU).
+    """
+    with _mail_lock:
+        batch = _mail.get(loop)
+        if batch is not None:  # a delivery is already on its way
+            batch.append((callback, args))
+            return
+        _mail[loop] = [(callback, args)]
+    try:
+        loop.call_soon_threadsafe(_deliver, loop)
+    except RuntimeError:  # "Event loop is closed": its consumer is gone
+        with _mail_lock:
+            _mail.pop(loop, None)
+
+
+def _deliver(loop: asyncio.AbstractEventLoop) -> None:
+    with _mail_lock:
+        batch = _mail.pop(loop, [])
+    for callback, args in batch:
+        try:
+            callback(*args)
+        except Exception as exc:  # as the loop would report a failed call_soon callback
+            loop.call_exception_handler({"message": "relay callback failed", "exception": exc})
