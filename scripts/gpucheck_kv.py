@@ -204,7 +204,7 @@ def kv_engine_kwargs(
     when this GPU is too small for the budget.
     """
     from lcfin import Settings, get_model, load_profile
-    from lcfin.engine.vllm_args import engine_args
+    from lcfin.engine.vllm.args import engine_args
 
     tiny = total_bytes is None
     model_dir = work / model

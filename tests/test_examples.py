@@ -173,7 +173,7 @@ def test_troubleshooting_plan_output_is_current() -> None:
 
 def test_troubleshooting_does_not_fit_message_is_current() -> None:
     from lcfin import plan_memory
-    from lcfin.engine.vllm_args import does_not_fit
+    from lcfin.engine.vllm.args import does_not_fit
 
     error = does_not_fit(plan_memory("llama3.1-70b", "hf-l40"))
     page = (DOCS / "troubleshooting.md").read_text()

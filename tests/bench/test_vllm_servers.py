@@ -13,7 +13,7 @@ import pytest
 from benchmarks import vllm_servers as vs
 
 from lcfin import Settings, get_model, load_profile
-from lcfin.engine.vllm_args import engine_args
+from lcfin.engine.vllm.args import engine_args
 
 
 def test_bool_dict_and_none_arguments_become_vllm_flags() -> None:

@@ -26,7 +26,7 @@ from lcfin.engine.switching import (
     shared_budget_gib,
 )
 from lcfin.engine.types import GenerationRequest, SamplingParams
-from lcfin.engine.vllm_args import effective_profile
+from lcfin.engine.vllm.args import effective_profile
 from lcfin.errors import (
     BackendUnavailable,
     DoesNotFit,

@@ -23,7 +23,7 @@ from lcfin import (
 from lcfin.engine import profiles as profiles_mod
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
-from lcfin.engine.vllm_args import (
+from lcfin.engine.vllm.args import (
     check_fits,
     effective_profile,
     engine_args,
@@ -313,7 +313,7 @@ def test_check_fits_returns_the_plan(settings: Settings) -> None:
 @pytest.mark.vllm
 @pytest.mark.parametrize("name", VLLM_PROFILES)
 def test_real_async_engine_args_accept_the_mapping(name: str, settings, tiny_models) -> None:
-    from lcfin.engine.vllm import _vllm_api
+    from lcfin.engine.vllm.backend import _vllm_api
 
     spec = spec_from_directory(tiny_models["llama"])
     kwargs = engine_args(load_profile(name), spec, settings, model_dir=tiny_models["llama"])

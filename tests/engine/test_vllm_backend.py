@@ -24,7 +24,7 @@ from lcfin.engine.backend import load_backend, select_backend
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
 from lcfin.engine.types import GenerationRequest, SamplingParams
-from lcfin.engine.vllm import (
+from lcfin.engine.vllm.backend import (
     VLLMBackend,
     delta_from_output,
     finish_reason_of,
@@ -32,7 +32,7 @@ from lcfin.engine.vllm import (
     token_prompt,
     wait_for_release,
 )
-from lcfin.engine.vllm_mapping import translate_error
+from lcfin.engine.vllm.mapping import translate_error
 from lcfin.errors import ContextLengthExceeded, InvalidParameter, LcfinError, Overloaded
 
 # -- stand-ins for vLLM's classes ----------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_control_character_tokens_are_banned_under_a_json_format_only(tiny_model
 
     from transformers import AutoTokenizer
 
-    from lcfin.engine.vllm_structured import control_token_ids
+    from lcfin.engine.vllm.sampling import control_token_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
     banned = control_token_ids(tok, len(tok))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from lcfin import plan_memory
-from lcfin.engine.vllm import VLLMBackend
+from lcfin.engine.vllm.backend import VLLMBackend
 from tests.backends import BackendUnderTest
 
 pytestmark = pytest.mark.vllm

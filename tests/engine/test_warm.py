@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from lcfin import BackendUnavailable, ModelLoadFailed, Settings, load_profile
 from lcfin.engine.manager import ModelManager
 from lcfin.engine.registry import get_model
-from lcfin.engine.vllm_args import engine_args
+from lcfin.engine.vllm.args import engine_args
 from lcfin.engine.warm import (
     HOST_MARGIN_GIB,
     SLEEP_RESIDUAL_GIB,

@@ -220,7 +220,7 @@ async def test_remote_code_is_off_unless_configured(
     from lcfin import Settings
     from lcfin.engine.profiles import load_profile
     from lcfin.engine.registry import get_model
-    from lcfin.engine.transformers import TransformersBackend
+    from lcfin.engine.transformers.backend import TransformersBackend
 
     seen: list[object] = []
     real = transformers.AutoModelForCausalLM.from_pretrained

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lcfin.engine.tools import ToolCall
+from lcfin.engine.function_calls import ToolCall
 from lcfin.engine.types import Completion, TokenLogprob, Usage
 from lcfin.errors import LcfinError, Overloaded, RequestTimeout
 from lcfin.server.responses_events import ResponseEvents

@@ -99,15 +99,15 @@ def _root(
 
 def _register_commands() -> None:
     from lcfin.cli import (
+        ask_cmds,
         bench_cmds,
         catalog_cmds,
-        generate_cmds,
+        doctor_cmds,
         serve_cmds,
-        system_cmds,
         usage_cmds,
     )
 
-    for module in (serve_cmds, generate_cmds, catalog_cmds, bench_cmds, usage_cmds, system_cmds):
+    for module in (serve_cmds, ask_cmds, catalog_cmds, bench_cmds, usage_cmds, doctor_cmds):
         module.register(app)
 
 

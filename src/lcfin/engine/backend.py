@@ -237,9 +237,9 @@ def load_backend(
         ModelLoadFailed, GatedModel, Unauthorized, ModelNotFound: loading failed.
     """
     if kind == "vllm":
-        from lcfin.engine.vllm import VLLMBackend  # imports vllm itself, lazily
+        from lcfin.engine.vllm.backend import VLLMBackend  # imports vllm itself, lazily
 
         return VLLMBackend.load(spec, profile, settings, **overrides)
-    from lcfin.engine.transformers import TransformersBackend
+    from lcfin.engine.transformers.backend import TransformersBackend
 
     return TransformersBackend.load(spec, profile, settings, **overrides)

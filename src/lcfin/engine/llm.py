@@ -10,16 +10,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.aio import LoopThread
 from lcfin.engine.backend import BackendStats, select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
+from lcfin.engine.function_calls import check_tools, with_tool_calls
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.metering import Metering
 from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
 from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
-from lcfin.engine.tools import check_tools, with_tool_calls
+from lcfin.engine.sync_bridge import LoopThread
 from lcfin.engine.types import Completion, Delta, new_request_id
 from lcfin.errors import InvalidParameter, LcfinError
 from lcfin.telemetry.meter import RecordLabels
@@ -212,7 +212,8 @@ class FinancialLLM:
 
         Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
         `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
-        `tool_choice` "required" or a named function forces one call (see `engine/tools.py`).
+        `tool_choice` "required" or a named function forces one call (see
+        `engine/function_calls.py`).
         Templating, tokenization and context fitting run in a worker thread, off the loop.
 
         Raises:

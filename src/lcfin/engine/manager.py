@@ -270,7 +270,7 @@ class ModelManager:
         says) before unloading anything (see #17)."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
         if plan is not None and not plan.fits:
-            from lcfin.engine.vllm_args import does_not_fit
+            from lcfin.engine.vllm.args import does_not_fit
 
             raise does_not_fit(plan)
         return plan

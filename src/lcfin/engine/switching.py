@@ -116,7 +116,7 @@ def plan_for(
     On a GPU profile an unknown architecture is fetched (config.json only); on the CPU it is not.
     """
     from lcfin.engine.planner import plan_memory
-    from lcfin.engine.vllm_args import effective_profile
+    from lcfin.engine.vllm.args import effective_profile
 
     try:
         prof = effective_profile(profile, overrides)

@@ -14,10 +14,10 @@ from starlette.routing import Route
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
 from lcfin.server.admission import collect, generation_events
-from lcfin.server.context import counted
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
 from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
+from lcfin.server.request_id import counted
 from lcfin.server.responses import (
     ChatCompletionChunk,
     ChatCompletionResponse,

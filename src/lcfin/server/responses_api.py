@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import InvalidParameter, LcfinError, NotFound
-from lcfin.server.context import counted
 from lcfin.server.openai import SSE_HEADERS, cost_header, read_json, served_model
+from lcfin.server.request_id import counted
 from lcfin.server.responses_events import ResponseEvents
 from lcfin.server.responses_objects import Response, new_item_id, output_items
 from lcfin.server.responses_request import CreateResponse

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from lcfin.engine.aio import LoopThread
+from lcfin.engine.sync_bridge import LoopThread
 
 
 def test_an_interrupted_wait_cancels_the_coroutine_and_leaves_nothing_pending(

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lcfin.cli.generate_cmds import MaxTokensOpt, SystemOpt, TemperatureOpt, open_llm
+from lcfin.cli.ask_cmds import MaxTokensOpt, SystemOpt, TemperatureOpt, open_llm
 from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
 from lcfin.cli.progress import loading
 from lcfin.engine.types import Message

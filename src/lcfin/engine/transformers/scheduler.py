@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lcfin.engine.batch import BatchKV, prefill_inputs
-from lcfin.engine.kvcache import new_cache
-from lcfin.engine.sampling import RequestSampler, logprobs_of
-from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
+from lcfin.engine.transformers.batch import BatchKV, prefill_inputs
+from lcfin.engine.transformers.kvcache import new_cache
+from lcfin.engine.transformers.sampling import RequestSampler, logprobs_of
+from lcfin.engine.transformers.textstream import IncrementalDetokenizer, StopStringFilter
 from lcfin.engine.types import Delta, FinishReason, GenerationRequest, TokenLogprob
 from lcfin.errors import LcfinError
 
 if TYPE_CHECKING:
-    from lcfin.engine.grammar import RowGrammar
+    from lcfin.engine.transformers.grammar import RowGrammar
 
 __all__ = ["Scheduler", "Sequence"]
 

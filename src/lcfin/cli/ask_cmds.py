@@ -186,7 +186,7 @@ def ask(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
-    from lcfin.cli.repl import chat
+    from lcfin.cli.chat_cmds import chat
 
     app.command()(ask)
     app.command()(chat)

@@ -5,14 +5,14 @@ Coded against vLLM 0.33 (../shared/VLLM-NOTES.md sections 1-4) and run in CI on 
 (`vllm/engine/arg_utils.py`), `SamplingParams` + `RequestOutputKind.DELTA`
 (`vllm/sampling_params.py`), `vllm.inputs.tokens_input` (a TokensPrompt dict where it is
 missing), and `AsyncLLM.generate / abort / shutdown / get_tokenizer / model_config`. `vllm` is
-imported only inside `VLLMBackend.load`; the mappings (`engine/vllm_mapping.py`,
-`engine/vllm_structured.py`) take plain objects, so they are tested without vLLM.
+imported only inside `VLLMBackend.load`; the mappings (`engine/vllm/mapping.py`,
+`engine/vllm/sampling.py`) take plain objects, so they are tested without vLLM.
 
 **One event loop for the engine.** vLLM ties its output handler, and each request's queue, to the
 event loop of the first `generate` call. Requests from any other loop would hang (a notebook's
 `llm.chat()` runs on FinancialLLM's private loop, `await llm.achat()` on Jupyter's). So the engine
 lives on a loop of its own, in a thread (`LoopThread`), and every call is relayed there
-(`aio.relay`): any loop, any thread, sync or async, may use one engine.
+(`sync_bridge.relay`): any loop, any thread, sync or async, may use one engine.
 
 **Request ids.** The engine gets a unique id per request (the caller's id, which may come from a
 client's X-Request-ID, plus a random suffix): `abort(id)` aborts every request with that id.
@@ -34,16 +34,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcfin.engine.aio import LoopThread, relay
 from lcfin.engine.backend import BackendStats, KvCapacity, Tokenizer
+from lcfin.engine.sync_bridge import LoopThread, relay
 from lcfin.engine.types import Delta, GenerationRequest
-from lcfin.engine.vllm_mapping import (
+from lcfin.engine.vllm.mapping import (
     delta_from_output,
     finish_reason_of,
     token_prompt,
     translate_error,
 )
-from lcfin.engine.vllm_runtime import (
+from lcfin.engine.vllm.runtime import (
     EngineLoad,
     EngineWatch,
     capacity_of,
@@ -51,14 +51,14 @@ from lcfin.engine.vllm_runtime import (
     stats_logger_factory,
     wait_for_release,
 )
-from lcfin.engine.vllm_structured import control_token_ids, sampling_kwargs
+from lcfin.engine.vllm.sampling import control_token_ids, sampling_kwargs
 from lcfin.errors import BackendUnavailable, ContextLengthExceeded, ModelLoadFailed
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
     from lcfin.engine.profiles import HardwareProfile
     from lcfin.engine.registry import ModelSpec
-    from lcfin.engine.vllm_runtime import MemoryReader
+    from lcfin.engine.vllm.runtime import MemoryReader
 
 __all__ = [
     "VLLMBackend",
@@ -134,7 +134,7 @@ class VLLMBackend:
         """
         from lcfin.engine.hub import resolve_model_dir
         from lcfin.engine.switching import complete_spec
-        from lcfin.engine.vllm_args import check_fits, effective_profile, engine_args
+        from lcfin.engine.vllm.args import check_fits, effective_profile, engine_args
 
         prof = effective_profile(profile, overrides)
         spec = complete_spec(spec, settings)

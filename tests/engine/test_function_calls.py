@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from lcfin.engine.tools import (
+from lcfin.engine.function_calls import (
     ToolCall,
     check_tools,
     forced_call_format,
