@@ -16,7 +16,6 @@ from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, Mod
 from lcfin.server.admission import collect, generation_events
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
-from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
 from lcfin.server.request_id import counted
 from lcfin.server.responses import (
     ChatCompletionChunk,
@@ -27,6 +26,9 @@ from lcfin.server.responses import (
     ModelList,
     UsageInfo,
     _TextChoice,
+    chat_logprobs,
+    completion_logprobs,
+    tool_call_chunks,
     wire_finish,
 )
 from lcfin.server.streaming import (

@@ -1,18 +1,21 @@
 """Pydantic models of the OpenAI wire format's responses (named as in OpenAI's spec).
 
 Data only, like protocol.py (the requests): each response model owns its conversion from the
-core's `Completion`s / `Delta`s (`from_completions`, `text`).
+core's `Completion`s / `Delta`s (`from_completions`, `text`). The wire format of logprobs and
+tool calls comes first: chat (`choices[].logprobs.content`, `message.tool_calls`,
+`delta.tool_calls`) and legacy completions (`tokens`, `token_logprobs`, `top_logprobs`,
+`text_offset`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from lcfin.engine.types import Completion, FinishReason
-from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_calls_wire
+from lcfin.engine.types import Completion, FinishReason, TokenLogprob
 
 __all__ = [
     "ChatCompletionChunk",
@@ -23,8 +26,55 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "UsageInfo",
+    "chat_logprobs",
+    "completion_logprobs",
+    "tool_call_chunks",
+    "tool_calls_wire",
     "wire_finish",
 ]
+
+
+def _token(text: str, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob] | None) -> dict[str, Any] | None:
+    """`choices[].logprobs` of a chat completion or chunk (None when not asked for)."""
+    if entries is None:
+        return None
+    content = [
+        {**_token(e.token, e.logprob), "top_logprobs": [_token(t, lp) for t, lp in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(
+    entries: Sequence[TokenLogprob] | None, offset: int = 0
+) -> dict[str, Any] | None:
+    """`choices[].logprobs` of a legacy completion; `offset` is where this text starts."""
+    if entries is None:
+        return None
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def tool_calls_wire(calls: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """`message.tool_calls` from the engine's `ToolCall`s (None when there are none)."""
+    return [c.to_openai() for c in calls] if calls else None
+
+
+def tool_call_chunks(calls: Sequence[Any]) -> list[dict[str, Any]]:
+    """`delta.tool_calls` carrying whole calls, each with its index (one chunk, as vLLM can)."""
+    return [{"index": i, **c.to_openai()} for i, c in enumerate(calls)]
 
 
 class UsageInfo(BaseModel):
