@@ -12,7 +12,8 @@ from typing import Any
 from lcfin.config import Settings, get_settings
 from lcfin.engine.backend import BackendStats, select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
-from lcfin.engine.function_calls import check_tools, with_tool_calls
+from lcfin.engine.function_call_stream import stream_function_calls
+from lcfin.engine.function_calls import check_tools
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.metering import Metering
 from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
@@ -292,8 +293,11 @@ class FinancialLLM:
     async def _events(
         self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
     ) -> AsyncIterator[Delta | Completion]:
-        async for event in self._metering.run(loaded, job, endpoint, cancelled):
-            yield with_tool_calls(event, job.tool_format) if job.parse_tools else event
+        events = self._metering.run(loaded, job, endpoint, cancelled)
+        if job.parse_tools:  # text and calls split as they are generated
+            events = stream_function_calls(events, job.tool_format)
+        async for event in events:
+            yield event
 
     async def astream(self, messages: Prompt, **params: Any) -> AsyncIterator[str]:
         """Stream the reply's text as it is generated."""

@@ -22,6 +22,7 @@ __all__ = [
     "SamplingParams",
     "Timings",
     "TokenLogprob",
+    "ToolCallDelta",
     "Usage",
     "new_request_id",
 ]
@@ -237,6 +238,17 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a function call being generated: its start (`id` and `name`), or more of
+    its `arguments` text. `index` numbers the reply's calls from 0."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Delta:
     """One step of a streamed generation: new text, how many tokens it took, maybe the end."""
 
@@ -247,6 +259,9 @@ class Delta:
     stop_reason: str | int | None = None
     #: One entry per token of this step, when the request asked for logprobs.
     logprobs: tuple[TokenLogprob, ...] | None = None
+    #: The function calls this step generated, when the request had tools (then `text` is
+    #: only the reply's content: see `function_call_stream`).
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
     def then(self, later: Delta) -> Delta:
         """This delta followed by `later`, as one (a consumer that fell behind catches up)."""
@@ -260,6 +275,7 @@ class Delta:
             self.prompt_tokens if self.prompt_tokens is not None else later.prompt_tokens,
             later.stop_reason,
             logprobs,
+            self.tool_calls + later.tool_calls,
         )
 
 
