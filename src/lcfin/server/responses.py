@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from lcfin.engine.types import Completion, FinishReason, TokenLogprob
+from lcfin.engine.types import Completion, Delta, FinishReason, TokenLogprob, ToolCallDelta
 
 __all__ = [
     "ChatCompletionChunk",
@@ -26,9 +26,10 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "UsageInfo",
+    "chat_delta_chunks",
     "chat_logprobs",
     "completion_logprobs",
-    "tool_call_chunks",
+    "tool_call_delta_wire",
     "tool_calls_wire",
     "wire_finish",
 ]
@@ -72,9 +73,17 @@ def tool_calls_wire(calls: Sequence[Any] | None) -> list[dict[str, Any]] | None:
     return [c.to_openai() for c in calls] if calls else None
 
 
-def tool_call_chunks(calls: Sequence[Any]) -> list[dict[str, Any]]:
-    """`delta.tool_calls` carrying whole calls, each with its index (one chunk, as vLLM can)."""
-    return [{"index": i, **c.to_openai()} for i, c in enumerate(calls)]
+def tool_call_delta_wire(piece: ToolCallDelta) -> dict[str, Any]:
+    """One `delta.tool_calls[]` entry: a call's start (id, name, empty arguments), or more of
+    its arguments (as OpenAI streams them)."""
+    if piece.id is None:
+        return {"index": piece.index, "function": {"arguments": piece.arguments}}
+    return {
+        "index": piece.index,
+        "id": piece.id,
+        "type": "function",
+        "function": {"name": piece.name, "arguments": ""},
+    }
 
 
 class UsageInfo(BaseModel):
@@ -207,6 +216,30 @@ class ChatCompletionChunk(BaseModel):
         delta = _Delta(role="assistant" if role else None, content=content, tool_calls=tool_calls)
         choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)
         return cls(id=rid, created=created, model=model, choices=[choice])
+
+
+def chat_delta_chunks(
+    rid: str, created: int, model: str, index: int, delta: Delta
+) -> list[ChatCompletionChunk]:
+    """The chunks of one streamed step of choice `index`: its text, then each piece of a tool
+    call (a call's id and name first, then its arguments as they are generated).
+
+    The step's logprobs ride on its first chunk (a step with only logprobs sends `delta: {}`).
+    """
+    lps = chat_logprobs(delta.logprobs)
+    chunks = []
+    if delta.text or (lps is not None and not delta.tool_calls):
+        chunks.append(
+            ChatCompletionChunk.text(rid, created, model, index, content=delta.text, logprobs=lps)
+        )
+        lps = None
+    for piece in delta.tool_calls:
+        call = [tool_call_delta_wire(piece)]
+        chunks.append(
+            ChatCompletionChunk.text(rid, created, model, index, tool_calls=call, logprobs=lps)
+        )
+        lps = None
+    return chunks
 
 
 class _TextChoice(BaseModel):

@@ -183,8 +183,8 @@ async def _render(call: _Call, events: AsyncIterator[Event]) -> AsyncIterator[st
         async for event in events:
             if isinstance(event, Completion):
                 final, frames = sse.finish(event)
-            elif (event.text or event.logprobs) and not call.req.tools_enabled:
-                for frame in sse.text(event.text, event.logprobs):
+            else:
+                for frame in sse.delta(event):
                     yield frame
     except Exception as exc:  # after the first byte the status cannot change: response.failed
         if not isinstance(exc, LcfinError) or type(exc) is LcfinError:
