@@ -25,11 +25,11 @@ parse (`parse_tool_calls`) is this same machine fed the whole text at once.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from lcfin.engine.call_object import WS, CallObject
 from lcfin.engine.function_calls import ToolCall
 from lcfin.engine.types import Completion, Delta, ToolCallDelta
 
@@ -37,8 +37,6 @@ __all__ = ["CallStream", "parse_tool_calls", "stream_function_calls"]
 
 TAG_OPEN = "<tool_call>"
 PYTHON_TAG = "<|python_tag|>"
-_ARGUMENT_KEYS = ("arguments", "parameters")
-_WS = " \t\r\n"
 
 
 @dataclass
@@ -61,159 +59,6 @@ def _prefix_kept(text: str, marker: str) -> int:
     return 0
 
 
-class _Value:
-    """Where one JSON value ends: string, object/array (depth), or a bare scalar."""
-
-    def __init__(self, first: str) -> None:
-        self.kind = "string" if first == '"' else "nested" if first in "{[" else "scalar"
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-        self.text = ""
-
-    def push(self, c: str) -> bool:
-        """Add `c`; False when `c` is not part of the value (a scalar's end: `,` `}` ws)."""
-        if self.kind == "scalar":
-            if c in ",}]" + _WS:
-                return False
-            self.text += c
-            return True
-        self.text += c
-        if self.in_string:
-            if self.escaped:
-                self.escaped = False
-            elif c == "\\":
-                self.escaped = True
-            elif c == '"':
-                self.in_string = False
-        elif c == '"':
-            self.in_string = True
-        elif c in "{[":
-            self.depth += 1
-        elif c in "}]":
-            self.depth -= 1
-        return True
-
-    @property
-    def complete(self) -> bool:
-        """The value's last character is in."""
-        if self.kind == "string":
-            return len(self.text) > 1 and not self.in_string
-        return self.kind == "nested" and self.depth == 0 and bool(self.text)
-
-
-class _Object:
-    """Scans one call object `{"name": ..., "arguments": ...}`, character by character.
-
-    After each `push`, `name` is the call's name once complete, `args` the argument text
-    seen so far (streamable when the value is an object or array), `failed` says the text is
-    not a call, `ended` that the object is closed.
-    """
-
-    def __init__(self) -> None:
-        self.state = "open"
-        self.key_text = ""
-        self.key: str | None = None
-        self.value: _Value | None = None
-        self.name: str | None = None
-        self.args: _Value | None = None
-        self.seen_keys = 0
-        self.failed = False
-        self.ended = False
-
-    def push(self, c: str) -> None:
-        """Read one character."""
-        getattr(self, "_" + self.state)(c)
-
-    def _fail(self) -> None:
-        self.failed = True
-
-    def _open(self, c: str) -> None:
-        if c == "{":
-            self.state = "key_or_end"
-        elif c not in _WS:
-            self._fail()
-
-    def _key_or_end(self, c: str) -> None:
-        if c == '"':
-            self.state, self.key_text = "key", '"'
-        elif c == "}" and self.seen_keys:
-            self.ended = True
-        elif c not in _WS:
-            self._fail()
-
-    def _key(self, c: str) -> None:
-        self.key_text += c
-        if c == '"' and not self.key_text.endswith('\\"'):
-            self.key = str(json.loads(self.key_text))
-            first = self.seen_keys == 0
-            if first and self.key not in ("name", *_ARGUMENT_KEYS):
-                self._fail()
-            self.seen_keys += 1
-            self.state = "colon"
-
-    def _colon(self, c: str) -> None:
-        if c == ":":
-            self.state = "value_start"
-        elif c not in _WS:
-            self._fail()
-
-    def _value_start(self, c: str) -> None:
-        if c in _WS:
-            return
-        self.value = _Value(c)
-        if self.key in _ARGUMENT_KEYS and self.args is None:
-            self.args = self.value
-        self.state = "value"
-        self._value(c)
-
-    def _value(self, c: str) -> None:
-        assert self.value is not None
-        if not self.value.push(c):  # a scalar ended: `c` belongs to the object
-            self._value_done()
-            self._after_value(c)
-        elif self.value.complete:
-            self._value_done()
-
-    def _value_done(self) -> None:
-        assert self.value is not None
-        if self.key == "name" and self.name is None:
-            name = json.loads(self.value.text) if self.value.kind == "string" else None
-            if not isinstance(name, str) or not name:
-                self._fail()
-                return
-            self.name = name
-        self.state = "after_value"
-
-    def _after_value(self, c: str) -> None:
-        if c == ",":
-            self.state = "key_or_end"
-        elif c == "}":
-            self.ended = True
-        elif c not in _WS:
-            self._fail()
-
-    @property
-    def in_string(self) -> bool:
-        """Inside a key or string value (where `<` is just a character)."""
-        in_value = self.state == "value" and self.value is not None and self.value.in_string
-        return self.state == "key" or in_value
-
-    def finished_args(self) -> str:
-        """The final argument text (`{}` when none was given; a JSON string decoded)."""
-        if self.args is None:
-            return "{}"
-        if self.args.kind == "string" and self.args.complete:
-            decoded = json.loads(self.args.text)
-            return decoded if isinstance(decoded, str) else self.args.text
-        return self.args.text
-
-    @property
-    def args_stream(self) -> bool:
-        """Whether the arguments stream as generated (an object or array value)."""
-        return self.args is not None and self.args.kind == "nested"
-
-
 class CallStream:
     """Splits generated text into content and function calls as it arrives (see module doc).
 
@@ -229,7 +74,7 @@ class CallStream:
         self._buf = ""  # input not consumed yet
         self._ws = ""  # whitespace before a candidate call (dropped if it is one)
         self._raw = ""  # the candidate's text so far (content after all if it is not a call)
-        self._obj: _Object | None = None
+        self._obj: CallObject | None = None
         self._committed = False  # the candidate is a call (announced)
         self._chain = False  # after a bare JSON call: `;` and another may follow
         self._sent = 0  # how much of the current call's argument text was sent
@@ -263,7 +108,7 @@ class CallStream:
                 return  # waiting for more text
 
     def _start(self, final: bool) -> None:
-        body = self._buf.lstrip(_WS)
+        body = self._buf.lstrip(WS)
         self._ws += self._buf[: len(self._buf) - len(body)]
         self._buf = body
         if body.startswith("{"):
@@ -282,14 +127,14 @@ class CallStream:
         at = self._buf.find(TAG_OPEN)
         if at >= 0:
             before = self._buf[:at]
-            kept = before.rstrip(_WS)
+            kept = before.rstrip(WS)
             self._emit_text(kept)
             self._ws = before[len(kept) :]
             self._buf = self._buf[at + len(TAG_OPEN) :]
             self._begin_candidate(TAG_OPEN)
         elif not final:  # at the end, close() releases the rest
             cut = len(self._buf) - _prefix_kept(self._buf, TAG_OPEN)
-            sent = self._buf[:cut].rstrip(_WS)
+            sent = self._buf[:cut].rstrip(WS)
             self._emit_text(sent)
             self._buf = self._buf[len(sent) :]
 
@@ -314,7 +159,7 @@ class CallStream:
     def _after(self, final: bool) -> None:
         """After a call: skip to the next one (`<tool_call>`, or `;` then `{`), drop the rest."""
         if self._chain:
-            body = self._buf.lstrip(_WS + ";")
+            body = self._buf.lstrip(WS + ";")
             if body.startswith("{"):
                 self._buf = body
                 self._begin_candidate("")
@@ -332,7 +177,7 @@ class CallStream:
     # -- candidates and calls -------------------------------------------------------------
 
     def _begin_candidate(self, opener: str) -> None:
-        self._mode, self._raw, self._obj = "call", opener, _Object()
+        self._mode, self._raw, self._obj = "call", opener, CallObject()
         self._committed, self._sent = False, 0
 
     def _maybe_commit(self) -> None:
@@ -378,7 +223,7 @@ class CallStream:
             return
         if not self.calls:  # not a call, and no call before it: it was content
             raw = self._ws + self._raw
-            sent = raw.rstrip(_WS)
+            sent = raw.rstrip(WS)
             self._emit_text(sent)
             self._buf = raw[len(sent) :] + self._buf
             self._ws, self._mode = "", "text"
