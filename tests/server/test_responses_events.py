@@ -198,6 +198,20 @@ def test_function_calls_stream_their_arguments_as_generated() -> None:
     assert output == output_items(done, output[0]["id"])  # as the non-streaming answer
 
 
+def test_without_parallel_tool_calls_only_the_first_call_streams() -> None:
+    steps, done = streamed_calls()
+    sse = ResponseEvents(begin(parallel_tool_calls=False), parallel=False)
+    frames = list(sse.start())
+    for step in steps:
+        frames += sse.delta(step)
+    final, closing = sse.finish(done)
+    evs = events(frames + closing)
+
+    added = [e["item"] for e in evs if e["type"] == "response.output_item.added"]
+    assert [i["type"] for i in added] == ["message", "function_call"]
+    assert final.body()["output"] == output_items(done, added[0]["id"], parallel=False)
+
+
 def test_a_failure_mid_call_closes_the_call_incomplete() -> None:
     steps, _ = streamed_calls()
     sse = ResponseEvents(begin())
