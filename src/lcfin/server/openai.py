@@ -27,6 +27,7 @@ from lcfin.server.responses import (
     UsageInfo,
     _TextChoice,
     chat_delta_chunks,
+    chat_finish_chunk,
     completion_logprobs,
     wire_finish,
 )
@@ -98,14 +99,6 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
-def _finish_chunk(
-    rid: str, created: int, model: str, index: int, done: Completion
-) -> ChatCompletionChunk:
-    """A choice's last chunk: its finish reason ("tool_calls" when it called functions)."""
-    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
-    return ChatCompletionChunk.text(rid, created, model, index, finish=finish)
-
-
 def _include_usage(request: Request, wanted: bool) -> bool:
     settings: Settings = request.app.state.settings
     return wanted or settings.force_include_usage
@@ -166,7 +159,7 @@ async def chat_completions(request: Request) -> Response:
                     yield sse(chunk)
             else:
                 finals.append(event)
-                yield sse(_finish_chunk(rid, created, model, index, event))
+                yield sse(chat_finish_chunk(rid, created, model, index, event))
         if usage_wanted and finals:
             usage = UsageInfo.of(
                 finals[0].usage.prompt_tokens,

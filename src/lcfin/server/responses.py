@@ -27,6 +27,7 @@ __all__ = [
     "ModelList",
     "UsageInfo",
     "chat_delta_chunks",
+    "chat_finish_chunk",
     "chat_logprobs",
     "completion_logprobs",
     "tool_call_delta_wire",
@@ -240,6 +241,14 @@ def chat_delta_chunks(
         )
         lps = None
     return chunks
+
+
+def chat_finish_chunk(
+    rid: str, created: int, model: str, index: int, done: Completion
+) -> ChatCompletionChunk:
+    """A choice's last chunk: its finish reason ("tool_calls" when it called functions)."""
+    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
+    return ChatCompletionChunk.text(rid, created, model, index, finish=finish)
 
 
 class _TextChoice(BaseModel):
