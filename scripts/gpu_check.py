@@ -268,8 +268,7 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """The whole check; the exit status."""
-    from lcfin.engine.backend import vllm_available
-    from lcfin.engine.profiles import detect_gpus
+    from lcfin.engine.profiles import detect_gpus, vllm_available
 
     facts = versions()
     say(" ".join(f"{k} {v}" for k, v in facts.items()))

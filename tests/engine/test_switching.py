@@ -18,6 +18,7 @@ import pytest
 
 from lcfin import Settings, get_model, load_profile, plan_memory
 from lcfin.engine.manager import ModelManager
+from lcfin.engine.profiles import effective_profile
 from lcfin.engine.registry import spec_from_directory
 from lcfin.engine.switching import (
     MAX_SHARED_UTILIZATION,
@@ -26,7 +27,6 @@ from lcfin.engine.switching import (
     shared_budget_gib,
 )
 from lcfin.engine.types import GenerationRequest, SamplingParams
-from lcfin.engine.vllm.args import effective_profile
 from lcfin.errors import (
     BackendUnavailable,
     DoesNotFit,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from lcfin import BackendUnavailable, DoesNotFit, Settings, get_model, load_profile
-from lcfin.engine import backend as backend_mod, profiles as profiles_mod
+from lcfin.engine import profiles as profiles_mod
 from lcfin.engine.backend import load_backend, select_backend
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
@@ -634,7 +634,7 @@ async def test_sleep_and_wake_up_reach_the_engine() -> None:
 def test_a_model_that_cannot_fit_fails_before_vllm_is_imported(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # any `import vllm...` would raise
     with pytest.raises(DoesNotFit) as info:
-        load_backend("vllm", get_model("llama3.1-70b"), load_profile("hf-l40"), Settings())
+        load_backend(get_model("llama3.1-70b"), load_profile("hf-l40"), Settings(), kind="vllm")
     assert "131.4 GiB of weights" in info.value.message
 
 
@@ -650,7 +650,9 @@ def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_
     install_fake_vllm(monkeypatch)
     directory = tiny_models["llama"]
     spec = spec_from_directory(directory)
-    backend = load_backend("vllm", spec, load_profile("scw-l40s"), Settings(), max_model_len=128)
+    backend = load_backend(
+        spec, load_profile("scw-l40s"), Settings(), kind="vllm", max_model_len=128
+    )
     try:
         args = backend.engine.args.kwargs
         assert args["model"] == args["tokenizer"] == str(directory)
@@ -666,8 +668,8 @@ def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_
 
 
 def _machine(monkeypatch, *, has_vllm: bool, gpus: int, cpu_build: bool = False) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
+    monkeypatch.setattr(profiles_mod, "vllm_available", lambda: has_vllm)
+    monkeypatch.setattr(profiles_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
     monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
 
 

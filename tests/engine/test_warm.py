@@ -51,12 +51,12 @@ def test_sleep_mode_is_on_by_default_only_on_cuda_profiles() -> None:
 
 def test_engine_args_follow_the_setting() -> None:
     spec = get_model("qwen3-8b")
-    assert engine_args(L40S, spec, Settings())["enable_sleep_mode"] is True
-    assert "enable_sleep_mode" not in engine_args(L40S, spec, Settings(sleep_mode="off"))
+    assert engine_args(spec, L40S, Settings())["enable_sleep_mode"] is True
+    assert "enable_sleep_mode" not in engine_args(spec, L40S, Settings(sleep_mode="off"))
     # an explicit load option wins over the setting, but never on a profile without a GPU
-    assert "enable_sleep_mode" not in engine_args(L40S, spec, Settings(), enable_sleep_mode=False)
+    assert "enable_sleep_mode" not in engine_args(spec, L40S, Settings(), enable_sleep_mode=False)
     with pytest.raises(InvalidParameter):
-        engine_args(load_profile("cpu"), spec, Settings(), enable_sleep_mode=True)
+        engine_args(spec, load_profile("cpu"), Settings(), enable_sleep_mode=True)
 
 
 def test_sleep_mode_on_with_the_cpu_profile_refuses_to_start(monkeypatch) -> None:

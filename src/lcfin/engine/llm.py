@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.backend import BackendStats, select_backend
+from lcfin.engine.backend import select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
 from lcfin.engine.function_calls import check_tools, with_tool_calls
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
@@ -20,7 +20,7 @@ from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_bac
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
 from lcfin.engine.sync_bridge import LoopThread
-from lcfin.engine.types import Completion, Delta, new_request_id
+from lcfin.engine.types import BackendStats, Completion, Delta, new_request_id
 from lcfin.errors import InvalidParameter, LcfinError
 from lcfin.telemetry.meter import RecordLabels
 from lcfin.telemetry.records import RequestRecord

@@ -41,15 +41,22 @@ is what the budget leaves, capped at what max_num_seqs requests of L tokens can 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lcfin.engine.profiles import HardwareProfile, list_profiles, load_profile
 from lcfin.engine.registry import DTYPE_BYTES, Architecture, ModelSpec, get_model
-from lcfin.errors import InvalidParameter
+from lcfin.errors import DoesNotFit, InvalidParameter
 
-__all__ = ["MemoryPlan", "plan_memory"]
+if TYPE_CHECKING:
+    from lcfin.config import Settings
+
+__all__ = ["MemoryPlan", "check_fits", "does_not_fit", "plan_memory"]
+
+log = logging.getLogger(__name__)
 
 GIB = 2**30
 SAMPLER_COPIES = 5  # fp32 logits, probabilities, log-probabilities and top-k/top-p sort buffers
@@ -300,3 +307,44 @@ def plan_memory(
         return plan
     others = _fitting_profiles(spec, prof.name, max_model_len, user_catalog)
     return _plan(spec, prof, max_model_len, max_num_seqs, others)
+
+
+def does_not_fit(plan: MemoryPlan) -> DoesNotFit:
+    """The `DoesNotFit` error for a plan that does not fit: breakdown, then what to change."""
+    per = "per GPU" if plan.on_gpu else "in RAM"
+    return DoesNotFit(
+        f"{plan.model} does not fit profile {plan.profile}: {plan.weights_gib:.1f} GiB of "
+        f"weights + {plan.activations_gib:.1f} GiB of activations + {plan.overhead_gib:.1f} GiB "
+        f"of overhead {per}, of a {plan.budget_gib:.1f} GiB budget, leaves "
+        f"{plan.kv_cache_gib:.2f} GiB for the KV cache "
+        f"(max_model_len {plan.max_model_len:,}, {plan.max_concurrency:.2f} requests)",
+        model=plan.model,
+        hint=f"{plan.reason} Or choose a smaller model (see `lcfin plan`).",
+    )
+
+
+def check_fits(
+    spec: ModelSpec,
+    profile: HardwareProfile,
+    settings: Settings,
+    *,
+    max_model_len: int | None = None,
+    max_num_seqs: int | None = None,
+) -> MemoryPlan:
+    """The memory plan of `spec` on `profile`; raises unless it fits (before an engine starts).
+
+    Raises:
+        DoesNotFit: the plan says no; the message has the breakdown, the hint what to change.
+        InvalidParameter: the architecture is unknown or a length or batch size is not positive.
+    """
+    plan = plan_memory(
+        spec,
+        profile,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        user_catalog=settings.catalog,
+    )
+    if not plan.fits:
+        raise does_not_fit(plan)
+    log.info("Pre-flight: %s", plan.reason)
+    return plan

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lcfin.engine.backend import KvCapacity
+from lcfin.engine.types import KvCapacity
 
 __all__ = [
     "RELEASE_SLACK_BYTES",
