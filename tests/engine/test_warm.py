@@ -368,7 +368,7 @@ async def test_a_woken_engine_is_watched_again_and_a_sleepers_death_goes_unrepor
     a, b = paths["llama"], paths["qwen3"]
     try:
         await mgr.load(a)
-        sleeper = mgr._current
+        sleeper = mgr.current
         await mgr.load(b)
         assert sleeper is not None
         sleeper.backend.engine.errored = True  # dies while asleep: not serving, not reported
@@ -377,7 +377,7 @@ async def test_a_woken_engine_is_watched_again_and_a_sleepers_death_goes_unrepor
         assert mgr.status().engine_deaths == 0
         await mgr.load(b)  # b was parked, and is woken now
         assert mgr.status().last_switch["source"] == "woken"  # type: ignore[index]
-        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        mgr.current.backend.engine.errored = True  # type: ignore[union-attr]
         await wait_for(lambda: mgr.status().engine_deaths == 1)  # the woken one is watched
         assert "died" in (mgr.status().error or "")
     finally:

@@ -89,7 +89,7 @@ def test_stopping_a_stream_aborts_the_request(llm: Any) -> None:
     for i, _ in enumerate(llm.stream(Q, max_tokens=400, ignore_eos=True)):
         if i == 2:
             break
-    backend = llm._manager._current.backend
+    backend = llm.loaded.backend
     deadline = time.monotonic() + 10
     while backend.stats().running and time.monotonic() < deadline:
         time.sleep(0.05)

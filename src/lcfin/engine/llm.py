@@ -104,6 +104,12 @@ class FinancialLLM:
         """The alias (or path / repo id) of the model being served."""
         return self._manager.status().model
 
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model serving now: its spec, backend and requests in flight (None while none is
+        loaded). A read-only view: load and switch with `switch` / `aswitch`."""
+        return self._manager.current
+
     def status(self) -> ModelStatus:
         """State (idle / loading / ready / failed), model, backend, profile, load time."""
         return self._manager.status()
@@ -115,8 +121,7 @@ class FinancialLLM:
 
     def backend_stats(self) -> BackendStats | None:
         """Requests running and waiting in the serving backend (None when none is loaded)."""
-        # see #7: ModelManager has no public accessor for the serving backend yet
-        cur = getattr(self._manager, "_current", None)
+        cur = self._manager.current
         return None if cur is None else cur.backend.stats()
 
     @property

@@ -131,6 +131,11 @@ class ModelManager:
             kv_cache=cur.kv_cache if cur else None,
         )
 
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model serving now (read-only; None while none is loaded)."""
+        return self._current
+
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
         """Mark `spec` as loading; False if it is already current (nothing to do).
 
