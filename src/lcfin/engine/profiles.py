@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lcfin.engine.catalog_io import load_entries
 from lcfin.errors import InvalidParameter
+from lcfin.telemetry.gpu import nvml_gpus
 
 __all__ = [
     "PROFILE_OVERRIDES",
@@ -137,27 +138,6 @@ def list_profiles(user_catalog: Path | None = None) -> dict[str, HardwareProfile
     return load_entries(HardwareProfile, "profiles", "profiles.toml", user_catalog)
 
 
-def _nvml_gpus() -> list[GpuInfo] | None:
-    try:
-        import pynvml  # optional; comes with nvidia-ml-py on GPU installs
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVML missing or no driver: treat as no GPU
-        return None
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(GpuInfo(str(name), mem.total / 2**30))
-        return gpus
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def detect_gpus() -> list[GpuInfo]:
     """The CUDA GPUs of this machine, via NVML (which never initialises CUDA) when available.
 
@@ -166,9 +146,9 @@ def detect_gpus() -> list[GpuInfo]:
     """
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return []
-    gpus = _nvml_gpus()
-    if gpus is not None:
-        return gpus
+    samples = nvml_gpus()
+    if samples is not None:
+        return [GpuInfo(s.name, s.memory_total_bytes / 2**30) for s in samples]
     proc = Path("/proc/driver/nvidia/gpus")
     if not proc.is_dir():
         return []

@@ -46,12 +46,12 @@ from lcfin.engine.vllm.runtime import (
     EngineLoad,
     EngineWatch,
     capacity_of,
-    nvml_used_bytes,
     stats_logger_factory,
     wait_for_release,
 )
 from lcfin.engine.vllm.sampling import control_token_ids, sampling_kwargs
 from lcfin.errors import BackendUnavailable, ContextLengthExceeded, ModelLoadFailed
+from lcfin.telemetry.gpu import nvml_used_bytes
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
