@@ -75,9 +75,13 @@ def _ask_local(
 
 
 def _ask_remote(
-    url: str, api_key: str | None, model: str | None, messages: list[Message],
-    params: dict[str, Any], echo: bool,
-) -> dict[str, Any]:  # fmt: skip
+    url: str,
+    api_key: str | None,
+    model: str | None,
+    messages: list[Message],
+    params: dict[str, Any],
+    echo: bool,
+) -> dict[str, Any]:
     from lcfin.cli.remote import RemoteResult, served_model, stream_chat
 
     result = RemoteResult()

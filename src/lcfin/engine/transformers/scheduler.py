@@ -142,9 +142,13 @@ class Scheduler:
         ids, mask, positions = prefill_inputs(prompts, self.device)
         cache = new_cache()
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1, **{self.cache_kw: cache},
-        )  # fmt: skip
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_kw: cache},
+        )
         next_positions = positions[:, -1] + 1
         return out.logits[:, -1], cache, mask, next_positions
 
@@ -157,9 +161,12 @@ class Scheduler:
             step_mask, step_positions = warm.step_inputs()
             self.model(
                 input_ids=torch.zeros((2, 1), dtype=torch.long, device=self.device),
-                attention_mask=step_mask, position_ids=step_positions,
-                use_cache=True, logits_to_keep=1, **{self.cache_kw: warm.cache},
-            )  # fmt: skip
+                attention_mask=step_mask,
+                position_ids=step_positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.cache_kw: warm.cache},
+            )
             warm.advance()
 
     # -- decoding ------------------------------------------------------------------------------
@@ -173,9 +180,13 @@ class Scheduler:
         mask, positions = self.batch.step_inputs()
         try:
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1, **{self.cache_kw: self.batch.cache},
-            )  # fmt: skip
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.cache_kw: self.batch.cache},
+            )
         except Exception as exc:
             rows, self.rows, self.batch = self.rows, [], BatchKV()
             self._fail(rows, exc)

@@ -174,10 +174,8 @@ class VLLMBackend:
         capacity = capacity_of(engine, plan)
         tokenizer = engine.get_tokenizer()
         banned = control_token_ids(tokenizer, int(engine.model_config.get_vocab_size()))
-        log.info(
-            "vLLM serves %s (%.1fs, %.1f GiB of GPU memory): %s",
-            spec.name, time.monotonic() - started, held / 2**30, capacity.describe(),
-        )  # fmt: skip
+        took = f"{time.monotonic() - started:.1f}s, {held / 2**30:.1f} GiB of GPU memory"
+        log.info("vLLM serves %s (%s): %s", spec.name, took, capacity.describe())
         return cls(
             engine,
             model_id=spec.name,
