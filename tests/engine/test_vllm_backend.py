@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 import pytest
 
 from lcfin import BackendUnavailable, DoesNotFit, Settings, get_model, load_profile
-from lcfin.engine import profiles as profiles_mod
+from lcfin.engine import planner, profiles as profiles_mod
 from lcfin.engine.backend import load_backend, select_backend
+from lcfin.engine.manager import ModelManager
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
 from lcfin.engine.types import GenerationRequest, SamplingParams
@@ -644,6 +645,54 @@ def test_missing_vllm_is_backend_unavailable_before_any_download(monkeypatch, ti
     with pytest.raises(BackendUnavailable, match="vllm") as info:
         VLLMBackend.load(spec, load_profile("scw-l40s"), Settings())
     assert "lcfin[vllm]" in (info.value.hint or "")
+
+
+def counted_plans(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The `max_num_seqs` of every memory plan made from now on (planner.plan_memory calls)."""
+    calls: list[int | None] = []
+    real = planner.plan_memory
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("max_num_seqs"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_memory", counting)
+    return calls
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("profile", ["scw-l40s", "cpu-vllm"])
+async def test_the_manager_plans_a_load_once_and_the_backend_uses_that_plan(
+    monkeypatch, tiny_models, profile: str
+) -> None:
+    install_fake_vllm(monkeypatch)
+    plans = counted_plans(monkeypatch)
+    manager = ModelManager(Settings(), load_profile(profile), "vllm")
+    try:
+        await manager.load(spec_from_directory(tiny_models["llama"]), max_num_seqs=4)
+        assert plans == [4]  # the manager's plan, with the override; VLLMBackend.load made none
+        loaded = manager.current
+        assert loaded is not None
+        args = loaded.backend.engine.args.kwargs  # type: ignore[attr-defined]
+        assert args["max_num_seqs"] == 4
+        if profile == "cpu-vllm":  # the CPU build's KV cache is the plan's, not a second plan's
+            plan = planner.plan_memory(
+                spec_from_directory(tiny_models["llama"]), load_profile(profile), max_num_seqs=4
+            )
+            assert args["kv_cache_memory_bytes"] == plan.kv_cache_bytes
+    finally:
+        manager.close()
+
+
+def test_a_direct_load_plans_once(monkeypatch, tiny_models) -> None:
+    install_fake_vllm(monkeypatch)
+    plans = counted_plans(monkeypatch)
+    spec = spec_from_directory(tiny_models["llama"])
+    backend = VLLMBackend.load(spec, load_profile("cpu-vllm"), Settings(), max_num_seqs=2)
+    try:
+        assert plans == [2]
+    finally:
+        backend.close()
 
 
 def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_models) -> None:
