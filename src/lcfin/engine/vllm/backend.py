@@ -34,8 +34,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lcfin.engine.loaded import KvCapacity
 from lcfin.engine.sync_bridge import LoopThread, relay
-from lcfin.engine.types import BackendStats, Delta, GenerationRequest, KvCapacity, Tokenizer
+from lcfin.engine.types import BackendStats, Delta, GenerationRequest, Tokenizer
 from lcfin.engine.vllm.mapping import (
     delta_from_output,
     finish_reason_of,

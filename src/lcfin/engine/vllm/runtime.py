@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lcfin.engine.types import KvCapacity
+from lcfin.engine.loaded import KvCapacity
 from lcfin.telemetry.gpu import nvml_used_bytes
 
 __all__ = [
