@@ -1,4 +1,4 @@
-"""Profile + model spec -> keyword arguments of vLLM's `AsyncEngineArgs`, and the pre-flight check.
+"""Model spec + profile -> keyword arguments of vLLM's `AsyncEngineArgs` (the fit: planner.py).
 
 Pure: nothing here imports vllm. The names and defaults are vLLM 0.33's
 (`vllm/engine/arg_utils.py::EngineArgs` / `AsyncEngineArgs`, ../shared/VLLM-NOTES.md section 2).
