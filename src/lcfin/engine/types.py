@@ -6,13 +6,14 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lcfin.errors import InvalidParameter
 
 __all__ = [
     "DEMO_NOTICE",
     "Admission",
+    "BackendStats",
     "Completion",
     "Delta",
     "FinishReason",
@@ -22,6 +23,7 @@ __all__ = [
     "SamplingParams",
     "Timings",
     "TokenLogprob",
+    "Tokenizer",
     "ToolCallDelta",
     "Usage",
     "new_request_id",
@@ -332,3 +334,28 @@ class Completion:
         if ttft is None or self.usage.completion_tokens < 2 or decode_s <= 0:
             return None
         return (self.usage.completion_tokens - 1) / decode_s
+
+
+# -- what backends share with the core -----------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer lcfin uses (vLLM returns the same kind)."""
+
+    chat_template: Any
+    eos_token_id: int | None
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """What a backend knows about its own load right now."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float | None = None
