@@ -4,6 +4,10 @@ With tools enabled, text streams as it is generated; a call streams its id and n
 then its arguments in several deltas that add up to the non-streamed call's arguments. The
 tiny models never call a tool by themselves: calls are forced (tool_choice named or
 "required"), which runs them through the grammar engine on both backends.
+
+A consumer that falls behind gets the queued steps merged into one delta (both backends do), so
+the replies are made long enough (arguments of 30+ characters, 64 tokens of text) that a stream
+in one piece would mean a consumer stalled for the whole generation, not a slow machine.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ PRICE = {
         "description": "Last price of a listed security",
         "parameters": {
             "type": "object",
-            "properties": {"ticker": {"type": "string", "minLength": 6, "maxLength": 12}},
+            "properties": {"ticker": {"type": "string", "minLength": 30, "maxLength": 40}},
             "required": ["ticker"],
         },
     },
@@ -37,7 +41,7 @@ RATING = {
         "name": "get_rating",
         "parameters": {
             "type": "object",
-            "properties": {"issuer": {"type": "string", "minLength": 6, "maxLength": 12}},
+            "properties": {"issuer": {"type": "string", "minLength": 30, "maxLength": 40}},
             "required": ["issuer"],
         },
     },
@@ -114,12 +118,12 @@ def test_raw_chunks_are_in_openai_tool_call_format(client: OpenAI, live: LiveSer
 
 
 def test_text_streams_as_generated_with_tools_enabled(client: OpenAI, live: LiveServer) -> None:
-    params = ask(live, tool_choice="auto", max_tokens=16)
+    params = ask(live, tool_choice="auto", max_tokens=64)
     chunks = list(client.chat.completions.create(**params, stream=True))
     whole = client.chat.completions.create(**params)
 
     texts = [ch.delta.content for c in chunks for ch in c.choices if ch.delta.content]
-    assert len(texts) > 1  # not one chunk at the end
+    assert len(texts) > 1, texts  # not one chunk at the end
     message = whole.choices[0].message
     assert message.tool_calls is None  # the tiny model does not call tools by itself
     assert "".join(texts) == message.content
