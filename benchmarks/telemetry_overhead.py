@@ -46,7 +46,7 @@ def _build(shape: str) -> Path:
 def _telemetry(llm: Any, db: Path) -> tuple[list[Any], Any, Any]:
     from lcfin.telemetry.ledger import UsageLedger
     from lcfin.telemetry.metrics import Metrics
-    from lcfin.telemetry.wiring import serving_of
+    from lcfin.telemetry.service import serving_of
 
     ledger = UsageLedger(str(db), heartbeat=serving_of(llm))
     ledger.start()

@@ -46,11 +46,11 @@ def bench_catalog(path: Path, mode: str, max_num_seqs: int) -> Path:
 def engine_kwargs(model_dir: Path, catalog: Path) -> dict[str, Any]:
     """The engine arguments `lcfin serve --profile bench-vllm` gives vLLM for `model_dir`."""
     from lcfin import Settings, get_model, load_profile
-    from lcfin.engine.vllm_args import engine_args
+    from lcfin.engine.vllm.args import engine_args
 
     settings = Settings(catalog=catalog)
     spec = get_model(str(model_dir), catalog)
-    return engine_args(load_profile(PROFILE, catalog), spec, settings)
+    return engine_args(spec, load_profile(PROFILE, catalog), settings)
 
 
 def cli_flags(kwargs: dict[str, Any]) -> list[str]:

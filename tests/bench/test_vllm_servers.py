@@ -13,7 +13,7 @@ import pytest
 from benchmarks import vllm_servers as vs
 
 from lcfin import Settings, get_model, load_profile
-from lcfin.engine.vllm_args import engine_args
+from lcfin.engine.vllm.args import engine_args
 
 
 def test_bool_dict_and_none_arguments_become_vllm_flags() -> None:
@@ -46,7 +46,7 @@ def test_both_servers_get_lcfins_engine_arguments(mode, tmp_path, tiny_models) -
     model = tiny_models["llama"]
     kwargs = vs.engine_kwargs(model, catalog)
     settings = Settings(catalog=catalog)
-    assert kwargs == engine_args(prof, get_model(str(model), catalog), settings)
+    assert kwargs == engine_args(get_model(str(model), catalog), prof, settings)
     cmd = vs.upstream_cmd(kwargs, 8123)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     for key, value in kwargs.items():

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from lcfin.engine.kvcache import SPARE_COLUMNS, GrowingLayer, new_cache
+from lcfin.engine.transformers.kvcache import SPARE_COLUMNS, GrowingLayer, new_cache
 from tests.tiny_models import ARCHITECTURES
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from lcfin import FinancialLLM, Settings
-from lcfin.engine.aio import LoopThread
 from lcfin.engine.chat import PLAIN_STOP, normalize_messages, refuse_overlong, render_chat
 from lcfin.engine.manager import ModelManager
 from lcfin.engine.profiles import load_profile
+from lcfin.engine.sync_bridge import LoopThread
 from lcfin.errors import (
     BackendUnavailable,
     ContextLengthExceeded,

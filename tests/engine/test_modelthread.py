@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcfin.engine.modelthread import ModelThread
+from lcfin.engine.transformers.modelthread import ModelThread
 
 
 def test_call_runs_jobs_in_order_on_one_thread_and_returns_results() -> None:

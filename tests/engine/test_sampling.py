@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from lcfin.engine.sampling import RequestSampler
+from lcfin.engine.transformers.sampling import RequestSampler
 from lcfin.engine.types import SamplingParams
 from lcfin.errors import InvalidParameter
 

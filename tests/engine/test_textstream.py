@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lcfin.engine.textstream import IncrementalDetokenizer, StopStringFilter
+from lcfin.engine.transformers.textstream import IncrementalDetokenizer, StopStringFilter
 
 REPLACEMENT = "\ufffd"
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lcfin.engine.types import SamplingParams
-from lcfin.engine.vllm import delta_from_output
-from lcfin.engine.vllm_structured import logprobs_from_output, structured_outputs_kwargs
+from lcfin.engine.vllm.backend import delta_from_output
+from lcfin.engine.vllm.sampling import logprobs_from_output, structured_outputs_kwargs
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 
 from lcfin import get_model, load_profile, plan_memory
 from lcfin.engine.registry import arch_from_config
-from lcfin.engine.vllm_args import is_multimodal_checkpoint
+from lcfin.engine.vllm.args import is_multimodal_checkpoint
 
 GIB = 2**30
 H100 = int(79.19 * GIB)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from lcfin.engine.tools import ToolCall
-from lcfin.engine.types import Completion, TokenLogprob, Usage
+from lcfin.engine.function_calls import ToolCall
+from lcfin.engine.types import Completion, Delta, TokenLogprob, ToolCallDelta, Usage
 from lcfin.errors import LcfinError, Overloaded, RequestTimeout
 from lcfin.server.responses_events import ResponseEvents
 from lcfin.server.responses_objects import Response, output_items
@@ -115,7 +115,7 @@ def test_an_aborted_generation_ends_failed_with_its_reason() -> None:
     assert "aborted" in last["error"]["message"]
 
 
-def test_function_calls_arrive_whole_after_the_text() -> None:
+def test_function_calls_not_streamed_are_sent_after_the_text() -> None:
     calls = (ToolCall("get_price", '{"ticker": "BNP"}'), ToolCall("get_price", '{"ticker": "GLE"}'))
     done = completion("Looking up.", tool_calls=calls)
 
@@ -145,6 +145,86 @@ def test_function_calls_arrive_whole_after_the_text() -> None:
     output = evs[-1]["response"]["output"]
     assert [o["type"] for o in output] == ["message", "function_call", "function_call"]
     assert output[1]["id"] == added["item"]["id"] == delta["item_id"]
+
+
+def streamed_calls() -> tuple[list[Delta], Completion]:
+    """A reply "Looking up." then two calls, as the core streams it (see function_call_stream)."""
+    first, second = ToolCall("get_price", '{"ticker": "BNP"}'), ToolCall("get_price", "{}")
+    steps = [
+        Delta("Looking", 1),
+        Delta(" up.", 1),
+        Delta("", 2, tool_calls=(ToolCallDelta(0, first.id, first.name),)),
+        Delta("", 1, tool_calls=(ToolCallDelta(0, arguments='{"ticker": '),)),
+        Delta("", 1, tool_calls=(ToolCallDelta(0, arguments='"BNP"}'),)),
+        Delta("", 3, tool_calls=(ToolCallDelta(1, second.id, second.name, "{}"),)),
+    ]
+    return steps, completion("Looking up.", tool_calls=(first, second))
+
+
+def test_function_calls_stream_their_arguments_as_generated() -> None:
+    steps, done = streamed_calls()
+    sse = ResponseEvents(begin(tools=[{"type": "function", "name": "get_price"}]))
+    frames = list(sse.start())
+    for step in steps:
+        frames += sse.delta(step)
+    final, closing = sse.finish(done)
+    evs = events(frames + closing)
+
+    assert [e["type"] for e in evs][2:] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",  # the message is done when the first call starts
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",  # ... and a call when the next one starts
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = [e for e in evs if e["type"] == "response.function_call_arguments.delta"]
+    assert [d["delta"] for d in deltas] == ['{"ticker": ', '"BNP"}', "{}"]
+    assert {d["item_id"] for d in deltas[:2]} == {"fc_" + done.tool_calls[0].id[5:]}  # type: ignore[index]
+    assert [d["output_index"] for d in deltas] == [1, 1, 2]
+    output = evs[-1]["response"]["output"]
+    assert output == final.body()["output"]
+    assert output == output_items(done, output[0]["id"])  # as the non-streaming answer
+
+
+def test_without_parallel_tool_calls_only_the_first_call_streams() -> None:
+    steps, done = streamed_calls()
+    sse = ResponseEvents(begin(parallel_tool_calls=False), parallel=False)
+    frames = list(sse.start())
+    for step in steps:
+        frames += sse.delta(step)
+    final, closing = sse.finish(done)
+    evs = events(frames + closing)
+
+    added = [e["item"] for e in evs if e["type"] == "response.output_item.added"]
+    assert [i["type"] for i in added] == ["message", "function_call"]
+    assert final.body()["output"] == output_items(done, added[0]["id"], parallel=False)
+
+
+def test_a_failure_mid_call_closes_the_call_incomplete() -> None:
+    steps, _ = streamed_calls()
+    sse = ResponseEvents(begin())
+    frames = list(sse.start())
+    for step in steps[:4]:
+        frames += sse.delta(step)
+    failed, closing = sse.fail(RequestTimeout.after(1))
+    evs = events(frames + closing)
+
+    assert evs[-2]["type"] == "response.output_item.done"
+    assert evs[-2]["item"]["status"] == "incomplete"
+    assert evs[-2]["item"]["arguments"] == '{"ticker": '
+    assert [o["type"] for o in failed.body()["output"]] == ["message", "function_call"]
 
 
 def test_without_parallel_tool_calls_only_the_first_call_is_kept() -> None:

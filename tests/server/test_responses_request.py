@@ -209,7 +209,6 @@ def test_core_kwargs_for_plain_text() -> None:
 
     assert req.core_kwargs() == {"max_tokens": 32, "temperature": 0, "top_p": 0.9}
     assert request().core_kwargs() == {"max_tokens": None}  # no limit, as the spec's default
-    assert not req.tools_enabled
 
 
 def test_text_format_becomes_the_cores_response_format() -> None:
@@ -246,8 +245,7 @@ def test_function_tools_become_the_cores_tools() -> None:
         {"type": "function", "function": {"name": "lcr"}},
     ]  # fmt: skip
     assert kwargs["tool_choice"] == {"type": "function", "function": {"name": "lcr"}}
-    assert req.tools_enabled
-    assert not request(tools=[PRICE], tool_choice="none").tools_enabled
+    assert request(tools=[PRICE], tool_choice="none").core_kwargs()["tool_choice"] == "none"
 
 
 def test_allowed_tools_narrow_the_tools_and_set_the_mode() -> None:

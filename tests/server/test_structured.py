@@ -221,9 +221,14 @@ async def test_named_tool_choice_streamed(server: Served):
     for c in chunks:
         assert_valid(c, "CreateChatCompletionStreamResponse")
     calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert [tc["function"]["name"] for tc in calls] == ["get_price"]
-    assert calls[0]["index"] == 0 and calls[0]["id"].startswith("call_")
+    first, rest = calls[0], calls[1:]  # the name first, then the arguments as generated
+    assert first["function"] == {"name": "get_price", "arguments": ""}
+    assert first["index"] == 0 and first["id"].startswith("call_") and first["type"] == "function"
+    assert rest and all(tc == {"index": 0, "function": tc["function"]} for tc in rest)
+    streamed = "".join(tc["function"]["arguments"] for tc in rest)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    r = await server.chat(max_tokens=150, temperature=0, tools=[TOOL], tool_choice=NAMED)
+    assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == streamed
 
 
 async def test_tool_role_follow_up_is_accepted(server: Served):

@@ -99,15 +99,17 @@ def _root(
 
 def _register_commands() -> None:
     from lcfin.cli import (
+        ask_cmds,
         bench_cmds,
         catalog_cmds,
-        generate_cmds,
+        chat_cmds,
+        doctor_cmds,
         serve_cmds,
-        system_cmds,
         usage_cmds,
     )
 
-    for module in (serve_cmds, generate_cmds, catalog_cmds, bench_cmds, usage_cmds, system_cmds):
+    commands = (serve_cmds, ask_cmds, chat_cmds, catalog_cmds, bench_cmds, usage_cmds, doctor_cmds)
+    for module in commands:
         module.register(app)
 
 

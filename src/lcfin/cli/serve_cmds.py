@@ -26,7 +26,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 def _setup_logging(level: str) -> None:
-    from lcfin.server.context import RequestIdFilter
+    from lcfin.server.request_id import RequestIdFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())

@@ -10,17 +10,18 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.aio import LoopThread
-from lcfin.engine.backend import BackendStats, select_backend
+from lcfin.engine.backend import select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
+from lcfin.engine.function_call_stream import stream_function_calls
+from lcfin.engine.function_calls import check_tools
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.metering import Metering
 from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
 from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
-from lcfin.engine.tools import check_tools, with_tool_calls
-from lcfin.engine.types import Completion, Delta, new_request_id
+from lcfin.engine.sync_bridge import LoopThread
+from lcfin.engine.types import BackendStats, Completion, Delta, new_request_id
 from lcfin.errors import InvalidParameter, LcfinError
 from lcfin.telemetry.meter import RecordLabels
 from lcfin.telemetry.records import RequestRecord
@@ -104,6 +105,12 @@ class FinancialLLM:
         """The alias (or path / repo id) of the model being served."""
         return self._manager.status().model
 
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model serving now: its spec, backend and requests in flight (None while none is
+        loaded). A read-only view: load and switch with `switch` / `aswitch`."""
+        return self._manager.current
+
     def status(self) -> ModelStatus:
         """State (idle / loading / ready / failed), model, backend, profile, load time."""
         return self._manager.status()
@@ -115,8 +122,7 @@ class FinancialLLM:
 
     def backend_stats(self) -> BackendStats | None:
         """Requests running and waiting in the serving backend (None when none is loaded)."""
-        # see #7: ModelManager has no public accessor for the serving backend yet
-        cur = getattr(self._manager, "_current", None)
+        cur = self._manager.current
         return None if cur is None else cur.backend.stats()
 
     @property
@@ -212,7 +218,8 @@ class FinancialLLM:
 
         Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
         `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
-        `tool_choice` "required" or a named function forces one call (see `engine/tools.py`).
+        `tool_choice` "required" or a named function forces one call (see
+        `engine/function_calls.py`).
         Templating, tokenization and context fitting run in a worker thread, off the loop.
 
         Raises:
@@ -291,8 +298,11 @@ class FinancialLLM:
     async def _events(
         self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
     ) -> AsyncIterator[Delta | Completion]:
-        async for event in self._metering.run(loaded, job, endpoint, cancelled):
-            yield with_tool_calls(event, job.tool_format) if job.parse_tools else event
+        events = self._metering.run(loaded, job, endpoint, cancelled)
+        if job.parse_tools:  # text and calls split as they are generated
+            events = stream_function_calls(events, job.tool_format)
+        async for event in events:
+            yield event
 
     async def astream(self, messages: Prompt, **params: Any) -> AsyncIterator[str]:
         """Stream the reply's text as it is generated."""

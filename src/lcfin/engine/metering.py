@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from lcfin.engine.aio import with_deadline
+from lcfin.engine.sync_bridge import with_deadline
 from lcfin.engine.types import Completion, Delta, Timings, TokenLogprob, Usage
 from lcfin.errors import RequestTimeout
 from lcfin.telemetry.costs import Prices

@@ -20,7 +20,7 @@ from lcfin.engine.chat import (
     render_chat,
 )
 from lcfin.engine.fanout import Job
-from lcfin.engine.tools import forced_call_format, tools_enabled
+from lcfin.engine.function_calls import forced_call_format, tools_enabled
 from lcfin.engine.types import Completion, Delta, GenerationRequest, Message, SamplingParams
 from lcfin.errors import InvalidParameter
 

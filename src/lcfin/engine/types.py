@@ -6,13 +6,14 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lcfin.errors import InvalidParameter
 
 __all__ = [
     "DEMO_NOTICE",
     "Admission",
+    "BackendStats",
     "Completion",
     "Delta",
     "FinishReason",
@@ -22,6 +23,8 @@ __all__ = [
     "SamplingParams",
     "Timings",
     "TokenLogprob",
+    "Tokenizer",
+    "ToolCallDelta",
     "Usage",
     "new_request_id",
 ]
@@ -237,6 +240,17 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a function call being generated: its start (`id` and `name`), or more of
+    its `arguments` text. `index` numbers the reply's calls from 0."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Delta:
     """One step of a streamed generation: new text, how many tokens it took, maybe the end."""
 
@@ -247,6 +261,9 @@ class Delta:
     stop_reason: str | int | None = None
     #: One entry per token of this step, when the request asked for logprobs.
     logprobs: tuple[TokenLogprob, ...] | None = None
+    #: The function calls this step generated, when the request had tools (then `text` is
+    #: only the reply's content: see `function_call_stream`).
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
     def then(self, later: Delta) -> Delta:
         """This delta followed by `later`, as one (a consumer that fell behind catches up)."""
@@ -260,6 +277,7 @@ class Delta:
             self.prompt_tokens if self.prompt_tokens is not None else later.prompt_tokens,
             later.stop_reason,
             logprobs,
+            self.tool_calls + later.tool_calls,
         )
 
 
@@ -316,3 +334,28 @@ class Completion:
         if ttft is None or self.usage.completion_tokens < 2 or decode_s <= 0:
             return None
         return (self.usage.completion_tokens - 1) / decode_s
+
+
+# -- what backends share with the core -----------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer lcfin uses (vLLM returns the same kind)."""
+
+    chat_template: Any
+    eos_token_id: int | None
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """What a backend knows about its own load right now."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float | None = None

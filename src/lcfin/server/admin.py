@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lcfin.errors import Conflict, ContextLengthExceeded, InvalidParameter, LcfinError
-from lcfin.server.context import counted
 from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
+from lcfin.server.request_id import counted
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, ModelSpec, Settings

@@ -24,7 +24,7 @@ from lcfin.telemetry.stats import parse_window
 
 if TYPE_CHECKING:
     from lcfin.telemetry.ledger import UsageLedger
-    from lcfin.telemetry.wiring import Telemetry
+    from lcfin.telemetry.service import Telemetry
 
 __all__ = ["routes"]
 

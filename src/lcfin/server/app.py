@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 from lcfin.errors import BackendUnavailable, LcfinError, RateLimited
 from lcfin.server import admin, analytics, console, docs, openai, responses_api
 from lcfin.server.browser import BrowserGuardMiddleware
-from lcfin.server.context import RequestIdMiddleware, current_request_id
 from lcfin.server.exposure import Exposure
 from lcfin.server.ratelimit import Limits, RateLimiter, RateLimitMiddleware
+from lcfin.server.request_id import RequestIdMiddleware, current_request_id
 from lcfin.server.security import PUBLIC_PATHS, AuthMiddleware, BodyLimitMiddleware
-from lcfin.telemetry.wiring import Telemetry
+from lcfin.telemetry.service import Telemetry
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM, Settings

@@ -14,10 +14,9 @@ from starlette.routing import Route
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
 from lcfin.server.admission import collect, generation_events
-from lcfin.server.context import counted
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
-from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_call_chunks
+from lcfin.server.request_id import counted
 from lcfin.server.responses import (
     ChatCompletionChunk,
     ChatCompletionResponse,
@@ -27,6 +26,9 @@ from lcfin.server.responses import (
     ModelList,
     UsageInfo,
     _TextChoice,
+    chat_delta_chunks,
+    chat_finish_chunk,
+    completion_logprobs,
     wire_finish,
 )
 from lcfin.server.streaming import (
@@ -97,28 +99,6 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
-def _final_chat_chunks(
-    rid: str, created: int, model: str, index: int, done: Completion, req: ChatCompletionRequest
-) -> list[ChatCompletionChunk]:
-    """The last chunks of a choice: with tools, its whole reply (text or calls), then finish.
-
-    A reply that may hold tool calls is parsed once it is complete, so with tools enabled the
-    text and tool calls arrive in one chunk at the end rather than token by token.
-    """
-    chunks = []
-    if req.tools_enabled and (done.text or done.tool_calls or done.logprobs):
-        chunks.append(
-            ChatCompletionChunk.text(
-                rid, created, model, index, content=done.text or None,
-                tool_calls=tool_call_chunks(done.tool_calls) if done.tool_calls else None,
-                logprobs=chat_logprobs(done.logprobs),
-            )
-        )  # fmt: skip
-    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
-    chunks.append(ChatCompletionChunk.text(rid, created, model, index, finish=finish))
-    return chunks
-
-
 def _include_usage(request: Request, wanted: bool) -> bool:
     settings: Settings = request.app.state.settings
     return wanted or settings.force_include_usage
@@ -175,17 +155,11 @@ async def chat_completions(request: Request) -> Response:
         finals: list[Completion] = []
         async for index, event in events:
             if isinstance(event, Delta):
-                if (event.text or event.logprobs) and not req.tools_enabled:
-                    yield sse(
-                        ChatCompletionChunk.text(
-                            rid, created, model, index, content=event.text,
-                            logprobs=chat_logprobs(event.logprobs),
-                        )
-                    )  # fmt: skip
+                for chunk in chat_delta_chunks(rid, created, model, index, event):
+                    yield sse(chunk)
             else:
                 finals.append(event)
-                for chunk in _final_chat_chunks(rid, created, model, index, event, req):
-                    yield sse(chunk)
+                yield sse(chat_finish_chunk(rid, created, model, index, event))
         if usage_wanted and finals:
             usage = UsageInfo.of(
                 finals[0].usage.prompt_tokens,

@@ -137,11 +137,6 @@ class ChatCompletionRequest(_Sampling):
         given = {k: v for k, v in extra.items() if v is not None}
         return {**super().sampling_kwargs(default_max_tokens), **given}
 
-    @property
-    def tools_enabled(self) -> bool:
-        """Whether the reply is parsed for tool calls (then streamed whole at the end)."""
-        return bool(self.tools) and self.tool_choice != "none"
-
     def _max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 

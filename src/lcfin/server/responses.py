@@ -1,18 +1,21 @@
 """Pydantic models of the OpenAI wire format's responses (named as in OpenAI's spec).
 
 Data only, like protocol.py (the requests): each response model owns its conversion from the
-core's `Completion`s / `Delta`s (`from_completions`, `text`).
+core's `Completion`s / `Delta`s (`from_completions`, `text`). The wire format of logprobs and
+tool calls comes first: chat (`choices[].logprobs.content`, `message.tool_calls`,
+`delta.tool_calls`) and legacy completions (`tokens`, `token_logprobs`, `top_logprobs`,
+`text_offset`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from lcfin.engine.types import Completion, FinishReason
-from lcfin.server.protocol_extras import chat_logprobs, completion_logprobs, tool_calls_wire
+from lcfin.engine.types import Completion, Delta, FinishReason, TokenLogprob, ToolCallDelta
 
 __all__ = [
     "ChatCompletionChunk",
@@ -23,8 +26,65 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "UsageInfo",
+    "chat_delta_chunks",
+    "chat_finish_chunk",
+    "chat_logprobs",
+    "completion_logprobs",
+    "tool_call_delta_wire",
+    "tool_calls_wire",
     "wire_finish",
 ]
+
+
+def _token(text: str, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob] | None) -> dict[str, Any] | None:
+    """`choices[].logprobs` of a chat completion or chunk (None when not asked for)."""
+    if entries is None:
+        return None
+    content = [
+        {**_token(e.token, e.logprob), "top_logprobs": [_token(t, lp) for t, lp in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(
+    entries: Sequence[TokenLogprob] | None, offset: int = 0
+) -> dict[str, Any] | None:
+    """`choices[].logprobs` of a legacy completion; `offset` is where this text starts."""
+    if entries is None:
+        return None
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def tool_calls_wire(calls: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """`message.tool_calls` from the engine's `ToolCall`s (None when there are none)."""
+    return [c.to_openai() for c in calls] if calls else None
+
+
+def tool_call_delta_wire(piece: ToolCallDelta) -> dict[str, Any]:
+    """One `delta.tool_calls[]` entry: a call's start (id, name, empty arguments), or more of
+    its arguments (as OpenAI streams them)."""
+    if piece.id is None:
+        return {"index": piece.index, "function": {"arguments": piece.arguments}}
+    return {
+        "index": piece.index,
+        "id": piece.id,
+        "type": "function",
+        "function": {"name": piece.name, "arguments": ""},
+    }
 
 
 class UsageInfo(BaseModel):
@@ -157,6 +217,38 @@ class ChatCompletionChunk(BaseModel):
         delta = _Delta(role="assistant" if role else None, content=content, tool_calls=tool_calls)
         choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)
         return cls(id=rid, created=created, model=model, choices=[choice])
+
+
+def chat_delta_chunks(
+    rid: str, created: int, model: str, index: int, delta: Delta
+) -> list[ChatCompletionChunk]:
+    """The chunks of one streamed step of choice `index`: its text, then each piece of a tool
+    call (a call's id and name first, then its arguments as they are generated).
+
+    The step's logprobs ride on its first chunk (a step with only logprobs sends `delta: {}`).
+    """
+    lps = chat_logprobs(delta.logprobs)
+    chunks = []
+    if delta.text or (lps is not None and not delta.tool_calls):
+        chunks.append(
+            ChatCompletionChunk.text(rid, created, model, index, content=delta.text, logprobs=lps)
+        )
+        lps = None
+    for piece in delta.tool_calls:
+        call = [tool_call_delta_wire(piece)]
+        chunks.append(
+            ChatCompletionChunk.text(rid, created, model, index, tool_calls=call, logprobs=lps)
+        )
+        lps = None
+    return chunks
+
+
+def chat_finish_chunk(
+    rid: str, created: int, model: str, index: int, done: Completion
+) -> ChatCompletionChunk:
+    """A choice's last chunk: its finish reason ("tool_calls" when it called functions)."""
+    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
+    return ChatCompletionChunk.text(rid, created, model, index, finish=finish)
 
 
 class _TextChoice(BaseModel):

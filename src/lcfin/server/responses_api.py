@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import InvalidParameter, LcfinError, NotFound
-from lcfin.server.context import counted
 from lcfin.server.openai import SSE_HEADERS, cost_header, read_json, served_model
+from lcfin.server.request_id import counted
 from lcfin.server.responses_events import ResponseEvents
 from lcfin.server.responses_objects import Response, new_item_id, output_items
 from lcfin.server.responses_request import CreateResponse
@@ -183,8 +183,8 @@ async def _render(call: _Call, events: AsyncIterator[Event]) -> AsyncIterator[st
         async for event in events:
             if isinstance(event, Completion):
                 final, frames = sse.finish(event)
-            elif (event.text or event.logprobs) and not call.req.tools_enabled:
-                for frame in sse.text(event.text, event.logprobs):
+            else:
+                for frame in sse.delta(event):
                     yield frame
     except Exception as exc:  # after the first byte the status cannot change: response.failed
         if not isinstance(exc, LcfinError) or type(exc) is LcfinError:

@@ -32,6 +32,7 @@ __all__ = [
     "Response",
     "ResponseUsage",
     "call_item",
+    "call_item_id",
     "delta_logprobs",
     "message_item",
     "new_item_id",
@@ -103,11 +104,16 @@ def message_item(
     }
 
 
+def call_item_id(call_id: str) -> str:
+    """The output item id of the function call `call_id`."""
+    return "fc_" + call_id.removeprefix("call_")
+
+
 def call_item(call: Any, status: Status, arguments: str | None = None) -> dict[str, Any]:
     """A `function_call` output item for a core `ToolCall` (its item id derives from its id)."""
     return {
         "type": "function_call",
-        "id": "fc_" + call.id.removeprefix("call_"),
+        "id": call_item_id(call.id),
         "call_id": call.id,
         "name": call.name,
         "arguments": call.arguments if arguments is None else arguments,

@@ -206,11 +206,6 @@ class CreateResponse(_Request):
             return None
         return self.top_logprobs or 0
 
-    @property
-    def tools_enabled(self) -> bool:
-        """Whether the reply is parsed for function calls (then it arrives whole at the end)."""
-        return bool(self.core_tools()) and self.core_tool_choice() != "none"
-
     def core_tools(self) -> list[dict[str, Any]] | None:
         """The function tools in the core's (chat's) shape, limited by `allowed_tools`."""
         allowed = self._allowed_names()

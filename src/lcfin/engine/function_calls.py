@@ -11,32 +11,26 @@ writes back depends on its family, named by the catalog's `tool_call_format`:
 
 With no format (a local model), both are tried. `tool_choice` "required" or a named function
 is enforced with the grammar engine: the reply must be one call of the allowed function(s) in
-the model's format (see `forced_call_format`).
+the model's format (see `forced_call_format`). Reading the calls back out of the reply, as it
+streams or once it is complete, is `function_call_stream`'s job.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from lcfin.engine.types import Completion, ResponseFormat
+from lcfin.engine.types import ResponseFormat
 from lcfin.errors import InvalidParameter
 
 __all__ = [
     "ToolCall",
     "check_tools",
     "forced_call_format",
-    "parse_tool_calls",
     "tools_enabled",
-    "with_tool_calls",
 ]
-
-_QWEN_BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-_PYTHON_TAG = "<|python_tag|>"
 
 
 @dataclass(frozen=True)
@@ -137,69 +131,3 @@ def forced_call_format(
     if fmt == "llama3_json":
         return ResponseFormat(text, "tool_call")
     return ResponseFormat(text, "tool_call", prefix="<tool_call>", suffix="</tool_call>")
-
-
-def _call(obj: object) -> ToolCall | None:
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-        return None
-    args = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):  # some models write the arguments as a JSON string already
-        return ToolCall(obj["name"], args)
-    return ToolCall(obj["name"], json.dumps(args, ensure_ascii=False))
-
-
-def _json(text: str) -> object:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def _parse_qwen(text: str) -> tuple[str | None, list[ToolCall]] | None:
-    if "<tool_call>" not in text:
-        return None
-    calls = [c for c in (_call(_json(m.group(1))) for m in _QWEN_BLOCK.finditer(text)) if c]
-    if not calls:
-        return None
-    content = text[: text.index("<tool_call>")].strip()
-    return content or None, calls
-
-
-def _parse_llama(text: str) -> tuple[str | None, list[ToolCall]] | None:
-    body = text.strip()
-    body = body.removeprefix(_PYTHON_TAG).strip()
-    if not body.startswith("{"):
-        return None
-    parsed = _json(body)
-    objects = parsed if isinstance(parsed, list) else [parsed]
-    if parsed is None:  # several calls separated by ';'
-        objects = [_json(part) for part in body.split(";") if part.strip()]
-    calls = [_call(o) for o in objects]
-    if not calls or any(c is None for c in calls):
-        return None
-    return None, [c for c in calls if c is not None]
-
-
-def parse_tool_calls(text: str, fmt: str | None) -> tuple[str | None, list[ToolCall]]:
-    """Split a reply into its text content and its tool calls (none found: the text as is)."""
-    # A bare JSON call is accepted for Qwen3 too: vLLM forces a call as plain JSON (its
-    # structured outputs take no literal text around the schema).
-    parsers = {"qwen3_xml_json": [_parse_qwen, _parse_llama], "llama3_json": [_parse_llama]}
-    for parse in parsers.get(fmt or "", [_parse_qwen, _parse_llama]):
-        found = parse(text)
-        if found is not None:
-            return found
-    return text, []
-
-
-E = TypeVar("E")
-
-
-def with_tool_calls(event: E, fmt: str | None) -> E:
-    """A final `Completion` with its tool calls parsed out of the text; other events as is."""
-    if not isinstance(event, Completion):
-        return event
-    content, calls = parse_tool_calls(event.text, fmt)
-    if not calls:
-        return event
-    return dataclasses.replace(event, text=content or "", tool_calls=tuple(calls))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lcfin.engine.types import Delta, FinishReason
-from lcfin.engine.vllm_structured import logprobs_from_output
+from lcfin.engine.vllm.sampling import logprobs_from_output
 from lcfin.errors import (
     BackendUnavailable,
     Conflict,

@@ -4,10 +4,10 @@ vLLM 0.33 takes `SamplingParams.structured_outputs = StructuredOutputsParams(jso
 `json_object=True`) and `logprobs=N`; its outputs carry, per generated token, a dict
 `{token_id: Logprob(logprob, rank, decoded_token)}` holding the chosen token and the top N.
 
-As on the Transformers backend (engine/grammar.py): a schema keyword no grammar enforces is
-refused (400); tokens holding a raw control character are banned under a JSON format (xgrammar's
-string rule admits them, strict JSON parsers do not); logprob tokens are each token decoded on
-its own, and alternatives the grammar forbids (-inf) are left out.
+As on the Transformers backend (engine/transformers/grammar.py): a schema keyword no grammar
+enforces is refused (400); tokens holding a raw control character are banned under a JSON
+format (xgrammar's string rule admits them, strict JSON parsers do not); logprob tokens are each
+token decoded on its own, and alternatives the grammar forbids (-inf) are left out.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def structured_outputs_kwargs(params: SamplingParams) -> dict[str, Any] | None:
     """Keyword arguments for `StructuredOutputsParams`, or None for free text.
 
     The JSON is compact (no free whitespace), as on the Transformers backend: the engine is
-    built with `disable_any_whitespace` (vllm_args.STRUCTURED_OUTPUTS), because vLLM ignores
+    built with `disable_any_whitespace` (args.STRUCTURED_OUTPUTS), because vLLM ignores
     the per-request flag. A forced tool call's literal `<tool_call>` wrapper cannot be
     expressed here: the call is bare JSON, which the Qwen3 parser also accepts.
     """

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lcfin.engine.aio import LoopThread, relay
+from lcfin.engine.sync_bridge import LoopThread, relay
 
 
 def test_an_interrupted_wait_cancels_the_coroutine_and_leaves_nothing_pending(
