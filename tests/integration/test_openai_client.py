@@ -469,8 +469,9 @@ async def test_switching_models_under_load(make_live, tiny_models, long_params):
             overlapping += sum(not task.done() for task in running)
             await asyncio.gather(*(ask(http, new, delay=0.01 * i) for i in range(10)), *running)
 
-            await _poll(
-                lambda new=new: server.llm.model == new and server.llm.status().state == "ready"
+            await _poll(  # a load: seconds on Transformers, a minute for a vLLM engine on CPU
+                lambda new=new: server.llm.model == new and server.llm.status().state == "ready",
+                timeout=300,
             )
             await ask(http, new)
             assert outcomes[-1] == (new, 200)
