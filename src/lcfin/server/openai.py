@@ -1,35 +1,34 @@
-"""/v1/chat/completions, /v1/completions and /v1/models: parse, call the core, render (S6)."""
+"""/v1/chat/completions, /v1/completions and /v1/models: parse, call the core, render (S6).
+
+Chat and completions share one path (`_generate`): validate the body, ask the core for every
+choice at once (`generation_events`), then answer with the response model, or stream the chunks
+its renderer (`ChatStream`, `CompletionStream` in responses.py) makes of the core's events.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from lcfin.engine.types import Completion, Delta
+from lcfin.engine.types import Completion, Delta, collect
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
-from lcfin.server.admission import collect, generation_events
+from lcfin.server.admission import generation_events
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
 from lcfin.server.request_id import counted
 from lcfin.server.responses import (
-    ChatCompletionChunk,
     ChatCompletionResponse,
-    CompletionChunk,
+    ChatStream,
     CompletionResponse,
+    CompletionStream,
     ModelCard,
     ModelList,
-    UsageInfo,
-    _TextChoice,
-    chat_logprobs,
-    completion_logprobs,
-    tool_call_chunks,
-    wire_finish,
 )
 from lcfin.server.streaming import (
     ClientGone,
@@ -46,19 +45,15 @@ if TYPE_CHECKING:
 __all__ = ["COST_HEADER", "cost_header", "read_json", "routes", "served_model"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
 #: What a non-streaming request cost in USD; a stream carries it in its usage chunk instead
 #: (`usage.cost_usd`), since headers are sent before the cost is known (docs/analytics.md).
 COST_HEADER = "x-lcfin-cost-usd"
+Event = Delta | Completion
 
 
-def _cost(done: list[Completion]) -> float:
-    return sum(c.cost_usd or 0.0 for c in done)
-
-
-def cost_header(done: list[Completion]) -> dict[str, str]:
-    """The x-lcfin-cost-usd header for a request's finished generations."""
-    return {COST_HEADER: f"{_cost(done):.10f}"}
+def cost_header(done: Completion) -> dict[str, str]:
+    """The x-lcfin-cost-usd header for a request's (merged: `Completion.of_choices`) result."""
+    return {COST_HEADER: f"{done.cost_usd or 0.0:.10f}"}
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -99,35 +94,61 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
-def _final_chat_chunks(
-    rid: str, created: int, model: str, index: int, done: Completion, req: ChatCompletionRequest
-) -> list[ChatCompletionChunk]:
-    """The last chunks of a choice: with tools, its whole reply (text or calls), then finish.
+@dataclass(frozen=True)
+class _Api:
+    """What differs between chat and (legacy) completions."""
 
-    A reply that may hold tool calls is parsed once it is complete, so with tools enabled the
-    text and tool calls arrive in one chunk at the end rather than token by token.
-    """
-    chunks = []
-    if req.tools_enabled and (done.text or done.tool_calls or done.logprobs):
-        chunks.append(
-            ChatCompletionChunk.text(
-                rid, created, model, index, content=done.text or None,
-                tool_calls=tool_call_chunks(done.tool_calls) if done.tool_calls else None,
-                logprobs=chat_logprobs(done.logprobs),
-            )
-        )  # fmt: skip
-    finish = "tool_calls" if done.tool_calls else wire_finish(done.finish_reason)
-    chunks.append(ChatCompletionChunk.text(rid, created, model, index, finish=finish))
-    return chunks
+    endpoint: str
+    id_prefix: str
+    request: type[ChatCompletionRequest] | type[CompletionRequest]
+    response: type[ChatCompletionResponse] | type[CompletionResponse]
+    stream: type[ChatStream] | type[CompletionStream]
 
 
-def _include_usage(request: Request, wanted: bool) -> bool:
+CHAT = _Api(
+    "/v1/chat/completions", "chatcmpl", ChatCompletionRequest, ChatCompletionResponse, ChatStream
+)
+COMPLETIONS = _Api(
+    "/v1/completions", "cmpl", CompletionRequest, CompletionResponse, CompletionStream
+)
+
+
+def _parse(request: Request, api: _Api, body: dict[str, Any]) -> Any:
+    """The validated request (400 for what lcfin does not implement or allow)."""
     settings: Settings = request.app.state.settings
-    return wanted or settings.force_include_usage
+    req = api.request.model_validate(body)
+    req.check_supported()
+    if isinstance(req, ChatCompletionRequest):
+        check_chat(req, settings.max_messages)
+    else:
+        check_completion(req, settings.max_prompts)
+    return req
+
+
+async def _generate(request: Request, api: _Api) -> Response:
+    """Chat or completions: parse, run every choice in the core, answer or stream."""
+    with counted(request.app.state.llm, api.endpoint):
+        req = _parse(request, api, await read_json(request))
+        model = served_model(request.app.state.llm, req.model)
+    rid = chunk_id(api.id_prefix)
+    events = generation_events(request, req.generation(), endpoint=api.endpoint, request_id=rid)
+    if req.stream:
+        settings: Settings = request.app.state.settings
+        usage = req.include_usage or settings.force_include_usage
+        return await _stream_response(request, events, api.stream(rid, model, req, usage))
+    try:
+        done = await unless_disconnected(request, collect(events))
+    except ClientGone:
+        return Response(status_code=499)
+    merged = Completion.of_choices(done, req.n, rid)
+    body = api.response.from_completion(rid, model, merged)
+    return JSONResponse(body.model_dump(), headers=cost_header(merged))
 
 
 async def _stream_response(
-    request: Request, events: AsyncIterator[tuple[int, Delta | Completion]], render: Any
+    request: Request,
+    events: AsyncIterator[tuple[int, Event]],
+    stream: ChatStream | CompletionStream,
 ) -> Response:
     """Start the SSE response once the first event is in (so early errors get a status)."""
     try:  # a client that leaves during queueing or prefill aborts the generation too
@@ -136,120 +157,38 @@ async def _stream_response(
         return Response(status_code=204)
     except ClientGone:
         return Response(status_code=499)
+    rid = request.scope.get("state", {}).get("request_id", "-")
+    return StreamingResponse(
+        _frames(events, stream, rid), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
-    async def body() -> AsyncIterator[str]:
-        rid = request.scope.get("state", {}).get("request_id", "-")
-        try:
-            async for line in render(events):
-                yield line
-        except Exception as exc:  # after the first byte the status cannot change: an event
-            yield sse_error(exc, rid)
-        yield sse_done()
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+async def _frames(
+    events: AsyncIterator[tuple[int, Event]], stream: ChatStream | CompletionStream, rid: str
+) -> AsyncIterator[str]:
+    """The SSE frames: every event through the renderer, then [DONE] (an error event first
+    when the stream fails after its first byte, when the status can no longer change)."""
+    try:
+        for chunk in stream.start():
+            yield sse(chunk)
+        async for index, event in events:
+            for chunk in stream.on(index, event):
+                yield sse(chunk)
+        for chunk in stream.end():
+            yield sse(chunk)
+    except Exception as exc:
+        yield sse_error(exc, rid)
+    yield sse_done()
 
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    with counted(request.app.state.llm, "/v1/chat/completions"):
-        req = ChatCompletionRequest.model_validate(await read_json(request))
-        req.check_supported()
-        check_chat(req, request.app.state.settings.max_messages)
-        model = served_model(request.app.state.llm, req.model)
-    rid = chunk_id("chatcmpl")
-    events = generation_events(
-        request, [req.core_messages()], n=req.n, truncate=False,
-        endpoint="/v1/chat/completions", request_id=rid, **req.sampling_kwargs(None),
-    )  # fmt: skip
-    if not req.stream:
-        try:
-            done = await unless_disconnected(request, collect(events))
-        except ClientGone:
-            return Response(status_code=499)
-        body = ChatCompletionResponse.from_completions(rid, model, done)
-        return JSONResponse(body.model_dump(), headers=cost_header(done))
-    usage_wanted = _include_usage(request, req.include_usage)
-    created = int(time.time())
-
-    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
-        for i in range(req.n):
-            yield sse(ChatCompletionChunk.text(rid, created, model, i, role=True, content=""))
-        finals: list[Completion] = []
-        async for index, event in events:
-            if isinstance(event, Delta):
-                if (event.text or event.logprobs) and not req.tools_enabled:
-                    yield sse(
-                        ChatCompletionChunk.text(
-                            rid, created, model, index, content=event.text,
-                            logprobs=chat_logprobs(event.logprobs),
-                        )
-                    )  # fmt: skip
-            else:
-                finals.append(event)
-                for chunk in _final_chat_chunks(rid, created, model, index, event, req):
-                    yield sse(chunk)
-        if usage_wanted and finals:
-            usage = UsageInfo.of(
-                finals[0].usage.prompt_tokens,
-                sum(f.usage.completion_tokens for f in finals),
-                _cost(finals),
-            )
-            yield sse(
-                ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
-            )
-
-    return await _stream_response(request, events, render)
+    return await _generate(request, CHAT)
 
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
-    with counted(request.app.state.llm, "/v1/completions"):
-        req = CompletionRequest.model_validate(await read_json(request))
-        req.check_supported()
-        check_completion(req, request.app.state.settings.max_prompts)
-        model = served_model(request.app.state.llm, req.model)
-    rid = chunk_id("cmpl")
-    events = generation_events(
-        request, req.prompts(), raw=True, n=req.n, endpoint="/v1/completions", request_id=rid,
-        **req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS),
-    )  # fmt: skip
-    if not req.stream:
-        try:
-            done = await unless_disconnected(request, collect(events))
-        except ClientGone:
-            return Response(status_code=499)
-        body = CompletionResponse.from_completions(rid, model, done, req.n)
-        return JSONResponse(body.model_dump(), headers=cost_header(done))
-    usage_wanted = _include_usage(request, req.include_usage)
-    created = int(time.time())
-
-    offsets: dict[int, int] = {}  # text_offset of each choice's next token
-
-    def chunk(index: int, text: str, finish: str | None, lps: Any = None) -> str:
-        logprobs = completion_logprobs(lps, offsets.get(index, 0))
-        offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in lps or ())
-        choice = _TextChoice(index=index, text=text, finish_reason=finish, logprobs=logprobs)
-        return sse(CompletionChunk(id=rid, created=created, model=model, choices=[choice]))
-
-    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
-        finals: dict[int, Completion] = {}
-        async for index, event in events:
-            if isinstance(event, Delta):
-                if event.text or event.logprobs:
-                    yield chunk(index, event.text, None, event.logprobs)
-            else:
-                finals[index] = event
-                yield chunk(index, "", wire_finish(event.finish_reason))
-        if usage_wanted and finals:
-            ordered = [finals[i] for i in sorted(finals)]
-            prompt_tokens = sum(f.usage.prompt_tokens for f in ordered[:: req.n])
-            completion_tokens = sum(f.usage.completion_tokens for f in ordered)
-            usage = UsageInfo.of(prompt_tokens, completion_tokens, _cost(ordered))
-            yield sse(
-                CompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
-            )
-
-    return await _stream_response(request, events, render)
+    return await _generate(request, COMPLETIONS)
 
 
 async def list_models(request: Request) -> Response:

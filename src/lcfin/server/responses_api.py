@@ -154,7 +154,7 @@ async def create_response(request: Request) -> HTTPResponse:
     )
     final = call.response.end(done, output)
     await call.save(final)
-    return JSONResponse(final.body(), headers=cost_header([done]))
+    return JSONResponse(final.body(), headers=cost_header(done))
 
 
 async def _stream(request: Request, call: _Call) -> HTTPResponse:
