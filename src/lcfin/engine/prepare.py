@@ -8,7 +8,7 @@ the event loop keeps answering (see #16).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +22,6 @@ from lcfin.engine.chat import (
 from lcfin.engine.fanout import Job
 from lcfin.engine.function_calls import forced_call_format, tools_enabled
 from lcfin.engine.types import (
-    Completion,
-    Delta,
     GenerationRequest,
     Message,
     SamplingParams,
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Prompt",
     "SamplingKeywords",
-    "final",
     "prepare_jobs",
     "question_messages",
     "render_prompt",
@@ -157,13 +154,3 @@ def question_messages(text: str, system: str | None) -> list[Message]:
     """One user question, after an optional system prompt."""
     msgs: list[Message] = [{"role": "system", "content": system}] if system else []
     return [*msgs, {"role": "user", "content": text}]
-
-
-async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
-    """The `Completion` that ends a stream of events."""
-    result: Completion | None = None
-    async for event in events:
-        if isinstance(event, Completion):
-            result = event
-    assert result is not None  # a generation always ends with a Completion
-    return result

@@ -27,6 +27,7 @@ __all__ = [
     "TokenLogprob",
     "Usage",
     "collect",
+    "final",
     "new_request_id",
 ]
 
@@ -399,3 +400,13 @@ async def collect(events: AsyncIterator[tuple[int, Delta | Completion]]) -> list
         if isinstance(event, Completion):
             finals[index] = event
     return [finals[i] for i in sorted(finals)]
+
+
+async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
+    """The `Completion` that ends one generation's events."""
+    result: Completion | None = None
+    async for event in events:
+        if isinstance(event, Completion):
+            result = event
+    assert result is not None  # a generation always ends with a Completion
+    return result

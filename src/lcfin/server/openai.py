@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lcfin.engine.types import Completion, Delta, collect
@@ -21,7 +21,7 @@ from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, Mod
 from lcfin.server.admission import generation_events
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
-from lcfin.server.request_id import counted
+from lcfin.server.request_id import counted, current_request_id
 from lcfin.server.responses import (
     ChatCompletionResponse,
     ChatStream,
@@ -32,7 +32,7 @@ from lcfin.server.responses import (
 )
 from lcfin.server.streaming import (
     ClientGone,
-    prime,
+    event_stream,
     sse,
     sse_done,
     sse_error,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["COST_HEADER", "cost_header", "read_json", "routes", "served_model"]
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: What a non-streaming request cost in USD; a stream carries it in its usage chunk instead
 #: (`usage.cost_usd`), since headers are sent before the cost is known (docs/analytics.md).
 COST_HEADER = "x-lcfin-cost-usd"
@@ -135,7 +134,8 @@ async def _generate(request: Request, api: _Api) -> Response:
     if req.stream:
         settings: Settings = request.app.state.settings
         usage = req.include_usage or settings.force_include_usage
-        return await _stream_response(request, events, api.stream(rid, model, req, usage))
+        stream, log_id = api.stream(rid, model, req, usage), current_request_id()
+        return await event_stream(request, events, lambda ready: _frames(ready, stream, log_id))
     try:
         done = await unless_disconnected(request, collect(events))
     except ClientGone:
@@ -145,29 +145,14 @@ async def _generate(request: Request, api: _Api) -> Response:
     return JSONResponse(body.model_dump(), headers=cost_header(merged))
 
 
-async def _stream_response(
-    request: Request,
-    events: AsyncIterator[tuple[int, Event]],
-    stream: ChatStream | CompletionStream,
-) -> Response:
-    """Start the SSE response once the first event is in (so early errors get a status)."""
-    try:  # a client that leaves during queueing or prefill aborts the generation too
-        _, events = await unless_disconnected(request, prime(events))
-    except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
-        return Response(status_code=204)
-    except ClientGone:
-        return Response(status_code=499)
-    rid = request.scope.get("state", {}).get("request_id", "-")
-    return StreamingResponse(
-        _frames(events, stream, rid), media_type="text/event-stream", headers=SSE_HEADERS
-    )
-
-
 async def _frames(
-    events: AsyncIterator[tuple[int, Event]], stream: ChatStream | CompletionStream, rid: str
+    events: AsyncIterator[tuple[int, Event]], stream: ChatStream | CompletionStream, log_id: str
 ) -> AsyncIterator[str]:
-    """The SSE frames: every event through the renderer, then [DONE] (an error event first
-    when the stream fails after its first byte, when the status can no longer change)."""
+    """Every event through the renderer, then [DONE].
+
+    After the first byte the status cannot change: a failure is an error event (naming
+    `log_id`, the request id in the server's log) before [DONE].
+    """
     try:
         for chunk in stream.start():
             yield sse(chunk)
@@ -177,7 +162,7 @@ async def _frames(
         for chunk in stream.end():
             yield sse(chunk)
     except Exception as exc:
-        yield sse_error(exc, rid)
+        yield sse_error(exc, log_id)
     yield sse_done()
 
 
