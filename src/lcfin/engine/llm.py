@@ -272,7 +272,7 @@ class FinancialLLM:
         source = SamplingKeywords(params) if sampling is None else sampling
         async with contextlib.AsyncExitStack() as stack:
             try:  # a request refused before it starts is counted too (see #17)
-                self._check_size(count, raw)
+                self._check_size(count, raw, n)
                 ids = batch_request_ids(base, len(sources), n)
                 check_tools(tools, tool_choice)
                 loaded = await stack.enter_async_context(self._manager.lease(count))
@@ -280,13 +280,15 @@ class FinancialLLM:
                     prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, source
                 )
             except LcfinError as exc:  # one record per generation; one for a request too big
-                fits = count <= self._manager.capacity
+                fits = 0 < count <= self._manager.capacity
                 for rid in batch_request_ids(base, len(sources), n) if fits else [base]:
                     self.record_rejection(exc, endpoint=endpoint, request_id=rid)
                 raise
             yield Batch(loaded, jobs, len(sources), endpoint, self._events)
 
-    def _check_size(self, count: int, raw: bool) -> None:
+    def _check_size(self, count: int, raw: bool, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise InvalidParameter(f"n must be an integer >= 1, got {n!r}", param="n")
         if count > self._manager.capacity:
             raise InvalidParameter(
                 f"This request needs {count} generations; the server runs at most "
