@@ -496,6 +496,12 @@ def test_n_too_large_or_below_one_is_refused_naming_n(shared_llm, n):
     assert info.value.param == "n"
 
 
+def test_a_stream_carries_one_choice(shared_llm):
+    with pytest.raises(InvalidParameter) as info:  # not n streams interleaved without an index
+        list(shared_llm.stream(Q, n=2, **GREEDY))
+    assert info.value.param == "n"
+
+
 # -- stats, records, repr ---------------------------------------------------------------------
 
 

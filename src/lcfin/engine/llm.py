@@ -222,8 +222,8 @@ class FinancialLLM:
             Overloaded: max_num_seqs + LCFIN_MAX_WAITING requests are already in flight.
             RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
-        if (messages is None) == (prompt is None):
-            exc = InvalidParameter("give either messages or prompt", param="messages")
+        if (messages is None) == (prompt is None) or params.get("n", 1) != 1:
+            exc = _one_stream_error(messages, prompt)
             self.record_rejection(exc, endpoint=endpoint, request_id=request_id)
             raise exc
         source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
@@ -412,6 +412,15 @@ class FinancialLLM:
             endpoint,
         )
         return self._metering.reject(labels, exc, code)
+
+
+def _one_stream_error(messages: object, prompt: object) -> InvalidParameter:
+    """What `astream_events` refuses: both or neither of messages and prompt, or n > 1."""
+    if (messages is None) == (prompt is None):
+        return InvalidParameter("give either messages or prompt", param="messages")
+    return InvalidParameter(
+        "a stream carries one choice; use chat(..., n=...) for several", param="n"
+    )
 
 
 def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:
