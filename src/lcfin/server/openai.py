@@ -8,10 +8,11 @@ its renderer (`ChatStream`, `CompletionStream` in responses.py) makes of the cor
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -93,38 +94,48 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
+R = TypeVar("R", ChatCompletionRequest, CompletionRequest)
+
+
 @dataclass(frozen=True)
-class _Api:
+class _Api(Generic[R]):
     """What differs between chat and (legacy) completions."""
 
     endpoint: str
     id_prefix: str
-    request: type[ChatCompletionRequest] | type[CompletionRequest]
-    response: type[ChatCompletionResponse] | type[CompletionResponse]
-    stream: type[ChatStream] | type[CompletionStream]
+    request: type[R]
+    check: Callable[[R, Settings], None]  # the server's limits (messages, prompts, text)
+    response: Callable[[str, str, Completion], BaseModel]  # rid, model, the merged result
+    stream: Callable[[str, str, R, bool], ChatStream | CompletionStream]  # ..., usage chunk?
 
 
 CHAT = _Api(
-    "/v1/chat/completions", "chatcmpl", ChatCompletionRequest, ChatCompletionResponse, ChatStream
+    "/v1/chat/completions",
+    "chatcmpl",
+    ChatCompletionRequest,
+    lambda req, settings: check_chat(req, settings.max_messages),
+    ChatCompletionResponse.from_completion,
+    ChatStream,
 )
 COMPLETIONS = _Api(
-    "/v1/completions", "cmpl", CompletionRequest, CompletionResponse, CompletionStream
+    "/v1/completions",
+    "cmpl",
+    CompletionRequest,
+    lambda req, settings: check_completion(req, settings.max_prompts),
+    CompletionResponse.from_completion,
+    CompletionStream,
 )
 
 
-def _parse(request: Request, api: _Api, body: dict[str, Any]) -> Any:
+def _parse(request: Request, api: _Api[R], body: dict[str, Any]) -> R:
     """The validated request (400 for what lcfin does not implement or allow)."""
-    settings: Settings = request.app.state.settings
     req = api.request.model_validate(body)
     req.check_supported()
-    if isinstance(req, ChatCompletionRequest):
-        check_chat(req, settings.max_messages)
-    else:
-        check_completion(req, settings.max_prompts)
+    api.check(req, request.app.state.settings)
     return req
 
 
-async def _generate(request: Request, api: _Api) -> Response:
+async def _generate(request: Request, api: _Api[R]) -> Response:
     """Chat or completions: parse, run every choice in the core, answer or stream."""
     with counted(request.app.state.llm, api.endpoint):
         req = _parse(request, api, await read_json(request))
@@ -141,7 +152,7 @@ async def _generate(request: Request, api: _Api) -> Response:
     except ClientGone:
         return Response(status_code=499)
     merged = Completion.of_choices(done, req.n, rid)
-    body = api.response.from_completion(rid, model, merged)
+    body = api.response(rid, model, merged)
     return JSONResponse(body.model_dump(), headers=cost_header(merged))
 
 
