@@ -50,7 +50,7 @@ def engine_kwargs(model_dir: Path, catalog: Path) -> dict[str, Any]:
 
     settings = Settings(catalog=catalog)
     spec = get_model(str(model_dir), catalog)
-    return engine_args(load_profile(PROFILE, catalog), spec, settings)
+    return engine_args(spec, load_profile(PROFILE, catalog), settings)
 
 
 def cli_flags(kwargs: dict[str, Any]) -> list[str]:

@@ -117,7 +117,7 @@ def wait_until(probe: Any, timeout_s: float) -> Any:
 
 def used_gib(baseline: int) -> float:
     """GPU memory in use above `baseline` (bytes), per NVML, in GiB."""
-    from lcfin.engine.vllm.backend import nvml_used_bytes
+    from lcfin.telemetry.gpu import nvml_used_bytes
 
     used = nvml_used_bytes()
     return 0.0 if used is None else (used - baseline) / GIB
@@ -227,7 +227,7 @@ def engine_checks(work: Path, models: list[str]) -> list[Row]:
     """Every check that runs lcfin's vLLM backend on the tiny models."""
     from lcfin import FinancialLLM, Settings
     from lcfin.engine.profiles import detect_gpus
-    from lcfin.engine.vllm.backend import nvml_used_bytes
+    from lcfin.telemetry.gpu import nvml_used_bytes
 
     gpu = detect_gpus()[0]
     catalog = write_catalog(work / "profiles.toml", gpu.name, gpu.total_gib or 40.0)
@@ -268,8 +268,7 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """The whole check; the exit status."""
-    from lcfin.engine.backend import vllm_available
-    from lcfin.engine.profiles import detect_gpus
+    from lcfin.engine.profiles import detect_gpus, vllm_available
 
     facts = versions()
     say(" ".join(f"{k} {v}" for k, v in facts.items()))

@@ -224,7 +224,7 @@ def kv_engine_kwargs(
             return f"this GPU ({total_bytes / GIB:.1f} GiB) is smaller than the budget"
         options["gpu_memory_utilization"] = util
     settings = Settings(hf_home=work / "hf")
-    return engine_args(prof, get_model(model), settings, model_dir=model_dir, **options)
+    return engine_args(get_model(model), prof, settings, model_dir=model_dir, **options)
 
 
 def kv_case(model: str, profile_name: str, tiny_cpu: bool) -> dict[str, Any]:

@@ -17,6 +17,7 @@ the next test. Tests that close engines for real, kill them or count their proce
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -59,20 +60,24 @@ VLLM_WARNINGS = (
 )
 #: The shipped cpu-vllm profile, small: a 256-token context and 16 requests at most, so its
 #: KV cache is a few MiB (the cap at max_num_seqs x max_model_len; docs/profiles.md).
-_VLLM_PROFILE_TOML = f"""
-[profiles.{VLLM_TEST_PROFILE}]
-description = "Tests on vLLM's CPU build: the cpu-vllm profile with a small KV cache"
-backend = "vllm"
-gpu_count = 0
-max_model_len = 256
-enforce_eager = true
-dtype = "float32"
-max_num_seqs = 16
-block_size = 128
-ram_budget_gib = 6.0
-hourly_cost_usd = 0.10
-alternate = "cpu"
-"""
+_VLLM_PROFILE: dict[str, Any] = {
+    "description": "Tests on vLLM's CPU build: the cpu-vllm profile with a small KV cache",
+    "backend": "vllm",
+    "gpu_count": 0,
+    "max_model_len": 256,
+    "enforce_eager": True,
+    "dtype": "float32",
+    "max_num_seqs": 16,
+    "block_size": 128,
+    "ram_budget_gib": 6.0,
+    "hourly_cost_usd": 0.10,
+    "alternate": "cpu",
+}
+
+
+def _profile_toml(name: str, fields: dict[str, Any]) -> str:
+    """A catalog file with one `[profiles.<name>]` table (JSON scalars are TOML scalars)."""
+    return "\n".join([f"[profiles.{name}]", *(f"{k} = {json.dumps(v)}" for k, v in fields.items())])
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,13 @@ class BackendUnderTest:
             **kw,
         )
 
+    def catalog_with(self, workdir: Path, **fields: Any) -> Path:
+        """A catalog file whose test profile has `fields` changed (e.g. `max_num_seqs=1`)."""
+        base = _VLLM_PROFILE if self.kind == "vllm" else {}
+        path = workdir / f"{self.profile}-changed.toml"
+        path.write_text(_profile_toml(self.profile, {**base, **fields}))
+        return path
+
     def serve_args(self) -> list[str]:
         """`lcfin serve` options selecting this backend (the catalog goes in LCFIN_CATALOG)."""
         return ["--profile", self.profile, "--backend", self.kind]
@@ -119,7 +131,7 @@ def backend_under_test(kind: str, workdir: Path) -> BackendUnderTest:
     if kind == "transformers":
         return BackendUnderTest("transformers", "cpu")
     catalog = workdir / "profiles.toml"
-    catalog.write_text(_VLLM_PROFILE_TOML)
+    catalog.write_text(_profile_toml(VLLM_TEST_PROFILE, _VLLM_PROFILE))
     return BackendUnderTest("vllm", VLLM_TEST_PROFILE, catalog)
 
 
@@ -151,7 +163,7 @@ class SharedEngine:
 
     def stats(self) -> Any:
         """The engine's stats (none once the loan is closed)."""
-        from lcfin.engine.backend import BackendStats
+        from lcfin.engine.types import BackendStats
 
         return BackendStats() if self._closed else self._engine.stats()
 
@@ -199,14 +211,15 @@ class EngineCache:
         finally:
             self._bypass = False
 
-    def _load(self, kind: str, spec: Any, profile: Any, settings: Any, **overrides: Any) -> Any:
-        if self._bypass or kind != "vllm":
-            return self._real(kind, spec, profile, settings, **overrides)
+    def _load(self, spec: Any, profile: Any, settings: Any, **options: Any) -> Any:
+        if self._bypass or options["kind"] != "vllm":
+            return self._real(spec, profile, settings, **options)
+        overrides = {k: v for k, v in options.items() if k not in ("kind", "plan")}
         key = (spec.name, spec.repo_id, profile, repr(sorted(overrides.items())))
         with self._lock:  # two loads of one key at once start one engine
             engine = self._engines.get(key)
             if engine is None:
-                engine = self._engines[key] = self._real(kind, spec, profile, settings, **overrides)
+                engine = self._engines[key] = self._real(spec, profile, settings, **options)
         return SharedEngine(engine)
 
 

@@ -173,7 +173,7 @@ def test_troubleshooting_plan_output_is_current() -> None:
 
 def test_troubleshooting_does_not_fit_message_is_current() -> None:
     from lcfin import plan_memory
-    from lcfin.engine.vllm.args import does_not_fit
+    from lcfin.engine.planner import does_not_fit
 
     error = does_not_fit(plan_memory("llama3.1-70b", "hf-l40"))
     page = (DOCS / "troubleshooting.md").read_text()
@@ -234,9 +234,9 @@ def test_troubleshooting_backend_messages_are_current(monkeypatch: pytest.Monkey
     page = (DOCS / "troubleshooting.md").read_text()
     cpu = load_profile("cpu")
     monkeypatch.setattr(profiles, "detect_gpus", list)
-    monkeypatch.setattr(backend, "vllm_cpu_build", lambda: False)  # the CUDA wheel, or none
+    monkeypatch.setattr(profiles, "vllm_cpu_build", lambda: False)  # the CUDA wheel, or none
     for has_vllm in (False, True):
-        monkeypatch.setattr(backend, "vllm_available", lambda v=has_vllm: v)
+        monkeypatch.setattr(profiles, "vllm_available", lambda v=has_vllm: v)
         with pytest.raises(BackendUnavailable) as caught:
             backend.select_backend("vllm", cpu, Settings(_env_file=None))
         assert f"error: {caught.value.message}\nhint: {caught.value.hint}\n" in page

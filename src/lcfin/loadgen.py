@@ -224,8 +224,10 @@ async def _resolve_model(client: Any, cfg: BenchConfig) -> str:
             hint="check the URL and that the server is running (`lcfin serve`)",
         ) from None
     if resp.status_code in (401, 403):
-        raise Unauthorized(f"{where} refused the request (HTTP {resp.status_code})",
-                           hint="pass --api-key (or LCFIN_API_KEY)")  # fmt: skip
+        raise Unauthorized(
+            f"{where} refused the request (HTTP {resp.status_code})",
+            hint="pass --api-key (or LCFIN_API_KEY)",
+        )
     try:
         models = resp.json().get("data", []) if resp.status_code == 200 else []
     except (ValueError, AttributeError):  # not an OpenAI-compatible /v1/models

@@ -46,7 +46,7 @@ def test_both_servers_get_lcfins_engine_arguments(mode, tmp_path, tiny_models) -
     model = tiny_models["llama"]
     kwargs = vs.engine_kwargs(model, catalog)
     settings = Settings(catalog=catalog)
-    assert kwargs == engine_args(prof, get_model(str(model), catalog), settings)
+    assert kwargs == engine_args(get_model(str(model), catalog), prof, settings)
     cmd = vs.upstream_cmd(kwargs, 8123)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     for key, value in kwargs.items():

@@ -1,4 +1,4 @@
-"""`lcfin ask` and `lcfin chat` on the built-in demo model (and a tiny model for switching)."""
+"""`lcfin ask` on the built-in demo model."""
 
 from __future__ import annotations
 
@@ -81,33 +81,6 @@ def test_ask_url_unreachable_is_backend_unavailable() -> None:
     result = runner.invoke(app, ["ask", "--url", "http://127.0.0.1:9", "hi"])
     assert result.exit_code == 6
     assert "Could not reach" in result.stderr
-
-
-def test_chat_repl(tiny_models: dict[str, Path]) -> None:
-    script = "\n".join(
-        [
-            "What is CET1?",
-            "/system You are terse.",
-            "/reset",
-            f"/model {tiny_models['llama']}",
-            "/model no-such-model",
-            "/help",
-            "/exit",
-        ]
-    )
-    result = runner.invoke(app, ["chat", "--model", "demo", "-n", "64"], input=script + "\n")
-    assert result.exit_code == 0, result.output
-    assert glossary()["CET1"].strip() in result.stdout
-    assert "system prompt set" in result.stderr
-    assert "history cleared" in result.stderr
-    assert "now chatting with" in result.stderr
-    assert "Unknown model 'no-such-model'" in result.stderr
-    assert "/reset clears history" in result.stderr
-
-
-def test_chat_ends_on_eof() -> None:
-    result = runner.invoke(app, ["chat", "--model", "demo"], input="")
-    assert result.exit_code == 0
 
 
 def test_ask_json_schema_answers_in_that_schema(tmp_path: Path) -> None:

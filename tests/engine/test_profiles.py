@@ -48,10 +48,9 @@ def test_unknown_profile_lists_choices() -> None:
 @pytest.mark.parametrize(("cpu_build", "expected"), [(False, "cpu"), (True, "cpu-vllm")])
 def test_auto_without_gpu_is_cpu_or_cpu_vllm(monkeypatch, cpu_build, expected) -> None:
     # Which vLLM is installed is an install-time edge: the check is replaced by a fixed answer.
-    import lcfin.engine.backend as backend_mod
 
     monkeypatch.setattr(profiles_mod, "detect_gpus", list)
-    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: cpu_build)
+    monkeypatch.setattr(profiles_mod, "vllm_cpu_build", lambda: cpu_build)
     assert load_profile("auto").name == expected
 
 

@@ -49,7 +49,7 @@ async def test_death_fails_at_once_then_the_model_restarts(fake_vllm, tiny_model
     llama = str(tiny_models["llama"])
     try:
         await mgr.load(llama)
-        dead = mgr._current
+        dead = mgr.current
         assert dead is not None
         dead.backend.engine.errored = True  # what vLLM's client sets when EngineCore dies
         await wait_for(lambda: mgr.status().engine_deaths == 1)
@@ -81,7 +81,7 @@ async def test_exit_policy_reports_and_does_not_restart(fake_vllm, tiny_models, 
     llama = str(tiny_models["llama"])
     try:
         await mgr.load(llama)
-        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        mgr.current.backend.engine.errored = True  # type: ignore[union-attr]
         await wait_for(lambda: bool(reasons))
         await wait_for(lambda: fake_vllm[-1] == f"stop {llama}")
         restart_gate.set()
@@ -101,7 +101,7 @@ async def test_a_switch_during_the_backoff_supersedes_the_restart(
     llama, qwen = str(tiny_models["llama"]), str(tiny_models["qwen3"])
     try:
         await mgr.load(llama)
-        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        mgr.current.backend.engine.errored = True  # type: ignore[union-attr]
         await wait_for(lambda: mgr.status().engine_deaths == 1)
         await mgr.load(qwen)  # the operator loads another model meanwhile
         assert mgr.recovery.pending is None
@@ -119,7 +119,7 @@ async def test_loading_while_the_restart_runs_is_model_loading(
     llama = str(tiny_models["llama"])
     try:
         await mgr.load(llama)
-        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        mgr.current.backend.engine.errored = True  # type: ignore[union-attr]
         await wait_for(lambda: mgr.status().state == "loading")  # the restart, at the gate
         with pytest.raises(ModelLoading):
             await mgr.load(llama, max_model_len=64)

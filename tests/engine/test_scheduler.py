@@ -71,7 +71,7 @@ async def test_abort_frees_the_slot_and_others_continue(llms) -> None:
     await stream.__anext__()
     await stream.aclose()  # abort mid-batch
     assert (await other).text == expected
-    backend = llm._manager._current.backend  # white-box: the batch is empty again
+    backend = llm.loaded.backend  # white-box: the batch is empty again
     for _ in range(100):
         if backend.stats().running == 0:
             break
@@ -81,16 +81,16 @@ async def test_abort_frees_the_slot_and_others_continue(llms) -> None:
 
 
 @pytest.mark.asyncio
-async def test_running_rows_bounded_by_max_num_seqs_and_fifo(tiny_models) -> None:
-    from lcfin.engine.profiles import load_profile
-
-    profile = load_profile("cpu").model_copy(update={"max_num_seqs": 2})
-    llm = FinancialLLM(str(tiny_models["llama"]), profile="cpu", settings=Settings())
+async def test_running_rows_bounded_by_max_num_seqs_and_fifo(tiny_models, tmp_path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text("[profiles.cpu]\nmax_num_seqs = 2\n")  # a 2-row batch
+    settings = Settings(catalog=catalog)
+    llm = FinancialLLM(
+        str(tiny_models["llama"]), profile="cpu", settings=settings, max_model_len=256
+    )
     try:
-        llm._manager.profile = profile  # white-box: reload with a 2-row batch
-        llm.profile = profile
-        await llm.aswitch(str(tiny_models["llama"]), max_model_len=256)
-        backend = llm._manager._current.backend
+        assert llm.profile.max_num_seqs == 2
+        backend = llm.loaded.backend
         finished: list[int] = []
         peak = 0
 

@@ -18,6 +18,7 @@ import pytest
 
 from lcfin import Settings, get_model, load_profile, plan_memory
 from lcfin.engine.manager import ModelManager
+from lcfin.engine.profiles import effective_profile
 from lcfin.engine.registry import spec_from_directory
 from lcfin.engine.switching import (
     MAX_SHARED_UTILIZATION,
@@ -26,7 +27,6 @@ from lcfin.engine.switching import (
     shared_budget_gib,
 )
 from lcfin.engine.types import GenerationRequest, SamplingParams
-from lcfin.engine.vllm.args import effective_profile
 from lcfin.errors import (
     BackendUnavailable,
     DoesNotFit,
@@ -255,12 +255,12 @@ async def test_transformers_refuses_a_model_that_cannot_fit_before_unloading(tin
     llama = str(tiny_models["llama"])
     await mgr.load(llama)
     try:
-        current = mgr._current
+        current = mgr.current
         assert current is not None
         with pytest.raises(DoesNotFit, match=r"does not fit profile cpu") as info:
             await mgr.load("llama3.1-70b")
         assert info.value.exit_code == 3 and info.value.http_status == 422
-        assert mgr._current is current and not current.backend._closed  # type: ignore[attr-defined]
+        assert mgr.current is current and not current.backend._closed  # type: ignore[attr-defined]
         st = mgr.status()
         assert (st.state, st.model, st.failed_model) == ("failed", llama, "llama3.1-70b")
         assert await generate_once(mgr) == llama  # still serving

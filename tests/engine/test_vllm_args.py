@@ -21,15 +21,10 @@ from lcfin import (
     plan_memory,
 )
 from lcfin.engine import profiles as profiles_mod
-from lcfin.engine.profiles import GpuInfo
+from lcfin.engine.planner import check_fits
+from lcfin.engine.profiles import GpuInfo, effective_profile
 from lcfin.engine.registry import spec_from_directory
-from lcfin.engine.vllm.args import (
-    check_fits,
-    effective_profile,
-    engine_args,
-    executor_backend,
-    is_multimodal_checkpoint,
-)
+from lcfin.engine.vllm.args import engine_args, executor_backend, is_multimodal_checkpoint
 
 PROFILES = sorted(list_profiles())
 VLLM_PROFILES = sorted(n for n, p in list_profiles().items() if p.backend == "vllm")
@@ -90,7 +85,7 @@ def settings() -> Settings:
 def test_every_profile_maps_its_fields(name: str, settings: Settings) -> None:
     prof = load_profile(name)
     spec = get_model("llama3.1-70b")  # 131,072 tokens of context: the profile's length wins
-    kw = engine_args(prof, spec, settings)
+    kw = engine_args(spec, prof, settings)
     if prof.is_gpu:
         assert kw["gpu_memory_utilization"] == prof.gpu_memory_utilization
         assert "kv_cache_memory_bytes" not in kw
@@ -164,32 +159,32 @@ def test_auto_never_picks_the_multi_node_profile(monkeypatch: pytest.MonkeyPatch
 
 def test_local_snapshot_is_the_model_and_tokenizer(settings: Settings, tmp_path: Path) -> None:
     spec = get_model("qwen3-8b").model_copy(update={"revision": "abc123"})
-    kw = engine_args(load_profile("scw-l40s"), spec, settings, model_dir=tmp_path)
+    kw = engine_args(spec, load_profile("scw-l40s"), settings, model_dir=tmp_path)
     assert kw["model"] == kw["tokenizer"] == str(tmp_path)
     assert kw["revision"] is None  # the snapshot already is that revision
-    without = engine_args(load_profile("scw-l40s"), spec, settings)
+    without = engine_args(spec, load_profile("scw-l40s"), settings)
     assert without["model"] == without["tokenizer"] == "LinguaCustodia/qwen3-8b-fin-v0.3"
     assert without["revision"] == "abc123"
 
 
 def test_bundled_model_uses_its_directory(settings: Settings) -> None:
     spec = get_model("demo")
-    kw = engine_args(load_profile("scw-l40s"), spec, settings)
+    kw = engine_args(spec, load_profile("scw-l40s"), settings)
     assert kw["model"] == str(spec.source_dir)
 
 
 def test_max_model_len_is_capped_by_the_model(settings: Settings) -> None:
     pythia = get_model("fin-pythia-1.4b")  # max_position_embeddings 2048
-    assert engine_args(load_profile("scw-l40s"), pythia, settings)["max_model_len"] == 2048
-    shorter = engine_args(load_profile("scw-l40s"), pythia, settings, max_model_len=1024)
+    assert engine_args(pythia, load_profile("scw-l40s"), settings)["max_model_len"] == 2048
+    shorter = engine_args(pythia, load_profile("scw-l40s"), settings, max_model_len=1024)
     assert shorter["max_model_len"] == 1024
 
 
 def test_profile_overrides_and_pass_through_options(settings: Settings) -> None:
     spec = get_model("qwen3-8b")
     kw = engine_args(
-        load_profile("scw-l40s"),
         spec,
+        load_profile("scw-l40s"),
         settings,
         gpu_memory_utilization=0.5,
         enforce_eager=True,
@@ -206,7 +201,7 @@ def test_profile_overrides_and_pass_through_options(settings: Settings) -> None:
 @pytest.mark.parametrize("key", ["hf_token", "model", "download_dir"])
 def test_reserved_options_are_refused(settings: Settings, key: str) -> None:
     with pytest.raises(InvalidParameter) as info:
-        engine_args(load_profile("scw-l40s"), get_model("qwen3-8b"), settings, **{key: "x"})
+        engine_args(get_model("qwen3-8b"), load_profile("scw-l40s"), settings, **{key: "x"})
     assert info.value.param == key
 
 
@@ -222,7 +217,7 @@ def test_invalid_profile_override_names_the_field() -> None:
 def test_tokens_never_reach_the_engine_arguments() -> None:
     settings = Settings(hf_token_lc="hf_lc_secret_123", hf_token="hf_other_secret_456")
     for name in ("qwen3-8b", "llama3.1-8b"):
-        kw = engine_args(load_profile("scw-l40s"), get_model(name), settings)
+        kw = engine_args(get_model(name), load_profile("scw-l40s"), settings)
         text = repr(kw)
         assert "secret" not in text
         assert "hf_token" not in kw
@@ -230,7 +225,7 @@ def test_tokens_never_reach_the_engine_arguments() -> None:
 
 def test_trust_remote_code_follows_settings() -> None:
     kw = engine_args(
-        load_profile("hf-l40"), get_model("qwen3-8b"), Settings(trust_remote_code=True)
+        get_model("qwen3-8b"), load_profile("hf-l40"), Settings(trust_remote_code=True)
     )
     assert kw["trust_remote_code"] is True
 
@@ -264,7 +259,7 @@ def test_gemma3_with_a_vision_tower_loads_language_model_only(settings, tmp_path
     model_dir = _gemma3_multimodal_dir(tmp_path)
     assert is_multimodal_checkpoint(model_dir)
     spec = spec_from_directory(model_dir, name="gemma3-12b")
-    kw = engine_args(load_profile("scw-l40s-x2"), spec, settings, model_dir=model_dir)
+    kw = engine_args(spec, load_profile("scw-l40s-x2"), settings, model_dir=model_dir)
     assert kw["language_model_only"] is True
 
 
@@ -273,7 +268,7 @@ def test_text_only_checkpoints_load_as_they_are(settings, tiny_models) -> None:
         directory = tiny_models[arch]
         assert not is_multimodal_checkpoint(directory)
         spec = spec_from_directory(directory)
-        kw = engine_args(load_profile("scw-l40s"), spec, settings, model_dir=directory)
+        kw = engine_args(spec, load_profile("scw-l40s"), settings, model_dir=directory)
         assert "language_model_only" not in kw
         assert kw["max_model_len"] == 256  # the tiny models' max_position_embeddings
     assert not is_multimodal_checkpoint(None)
@@ -316,7 +311,7 @@ def test_real_async_engine_args_accept_the_mapping(name: str, settings, tiny_mod
     from lcfin.engine.vllm.backend import _vllm_api
 
     spec = spec_from_directory(tiny_models["llama"])
-    kwargs = engine_args(load_profile(name), spec, settings, model_dir=tiny_models["llama"])
+    kwargs = engine_args(spec, load_profile(name), settings, model_dir=tiny_models["llama"])
     args = _vllm_api()["engine_args"](kwargs)  # the real AsyncEngineArgs
     config = kwargs.pop("structured_outputs_config")
     for key, value in kwargs.items():

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 import pytest
 
 from lcfin import BackendUnavailable, DoesNotFit, Settings, get_model, load_profile
-from lcfin.engine import backend as backend_mod, profiles as profiles_mod
+from lcfin.engine import planner, profiles as profiles_mod
 from lcfin.engine.backend import load_backend, select_backend
+from lcfin.engine.manager import ModelManager
 from lcfin.engine.profiles import GpuInfo
 from lcfin.engine.registry import spec_from_directory
 from lcfin.engine.types import GenerationRequest, SamplingParams
@@ -634,7 +635,7 @@ async def test_sleep_and_wake_up_reach_the_engine() -> None:
 def test_a_model_that_cannot_fit_fails_before_vllm_is_imported(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # any `import vllm...` would raise
     with pytest.raises(DoesNotFit) as info:
-        load_backend("vllm", get_model("llama3.1-70b"), load_profile("hf-l40"), Settings())
+        load_backend(get_model("llama3.1-70b"), load_profile("hf-l40"), Settings(), kind="vllm")
     assert "131.4 GiB of weights" in info.value.message
 
 
@@ -646,11 +647,61 @@ def test_missing_vllm_is_backend_unavailable_before_any_download(monkeypatch, ti
     assert "lcfin[vllm]" in (info.value.hint or "")
 
 
+def counted_plans(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The `max_num_seqs` of every memory plan made from now on (planner.plan_memory calls)."""
+    calls: list[int | None] = []
+    real = planner.plan_memory
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("max_num_seqs"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_memory", counting)
+    return calls
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("profile", ["scw-l40s", "cpu-vllm"])
+async def test_the_manager_plans_a_load_once_and_the_backend_uses_that_plan(
+    monkeypatch, tiny_models, profile: str
+) -> None:
+    install_fake_vllm(monkeypatch)
+    plans = counted_plans(monkeypatch)
+    manager = ModelManager(Settings(), load_profile(profile), "vllm")
+    try:
+        await manager.load(spec_from_directory(tiny_models["llama"]), max_num_seqs=4)
+        assert plans == [4]  # the manager's plan, with the override; VLLMBackend.load made none
+        loaded = manager.current
+        assert loaded is not None
+        args = loaded.backend.engine.args.kwargs  # type: ignore[attr-defined]
+        assert args["max_num_seqs"] == 4
+        if profile == "cpu-vllm":  # the CPU build's KV cache is the plan's, not a second plan's
+            plan = planner.plan_memory(
+                spec_from_directory(tiny_models["llama"]), load_profile(profile), max_num_seqs=4
+            )
+            assert args["kv_cache_memory_bytes"] == plan.kv_cache_bytes
+    finally:
+        manager.close()
+
+
+def test_a_direct_load_plans_once(monkeypatch, tiny_models) -> None:
+    install_fake_vllm(monkeypatch)
+    plans = counted_plans(monkeypatch)
+    spec = spec_from_directory(tiny_models["llama"])
+    backend = VLLMBackend.load(spec, load_profile("cpu-vllm"), Settings(), max_num_seqs=2)
+    try:
+        assert plans == [2]
+    finally:
+        backend.close()
+
+
 def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_models) -> None:
     install_fake_vllm(monkeypatch)
     directory = tiny_models["llama"]
     spec = spec_from_directory(directory)
-    backend = load_backend("vllm", spec, load_profile("scw-l40s"), Settings(), max_model_len=128)
+    backend = load_backend(
+        spec, load_profile("scw-l40s"), Settings(), kind="vllm", max_model_len=128
+    )
     try:
         args = backend.engine.args.kwargs
         assert args["model"] == args["tokenizer"] == str(directory)
@@ -666,8 +717,8 @@ def test_load_builds_the_engine_from_the_downloaded_directory(monkeypatch, tiny_
 
 
 def _machine(monkeypatch, *, has_vllm: bool, gpus: int, cpu_build: bool = False) -> None:
-    monkeypatch.setattr(backend_mod, "vllm_available", lambda: has_vllm)
-    monkeypatch.setattr(backend_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
+    monkeypatch.setattr(profiles_mod, "vllm_available", lambda: has_vllm)
+    monkeypatch.setattr(profiles_mod, "vllm_cpu_build", lambda: has_vllm and cpu_build)
     monkeypatch.setattr(profiles_mod, "detect_gpus", lambda: [GpuInfo("NVIDIA L40S", 44.53)] * gpus)
 
 

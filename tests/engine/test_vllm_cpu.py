@@ -77,7 +77,7 @@ def test_switching_closes_the_old_engine_off_the_loop_and_its_processes_end(
     with engine_cache.bypassed():  # an engine of its own, to be closed for real
         llm = backend.llm(tiny_models["llama"])
     try:
-        old = llm._manager._current.backend  # type: ignore[union-attr]
+        old = llm.loaded.backend  # type: ignore[union-attr]
         pids = engine_pids(old)
         loop_thread = llm._loop._thread
         llm.switch(str(tiny_models["qwen3"]))  # blue/green (both fit); qwen3's engine is shared

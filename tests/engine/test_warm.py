@@ -51,12 +51,12 @@ def test_sleep_mode_is_on_by_default_only_on_cuda_profiles() -> None:
 
 def test_engine_args_follow_the_setting() -> None:
     spec = get_model("qwen3-8b")
-    assert engine_args(L40S, spec, Settings())["enable_sleep_mode"] is True
-    assert "enable_sleep_mode" not in engine_args(L40S, spec, Settings(sleep_mode="off"))
+    assert engine_args(spec, L40S, Settings())["enable_sleep_mode"] is True
+    assert "enable_sleep_mode" not in engine_args(spec, L40S, Settings(sleep_mode="off"))
     # an explicit load option wins over the setting, but never on a profile without a GPU
-    assert "enable_sleep_mode" not in engine_args(L40S, spec, Settings(), enable_sleep_mode=False)
+    assert "enable_sleep_mode" not in engine_args(spec, L40S, Settings(), enable_sleep_mode=False)
     with pytest.raises(InvalidParameter):
-        engine_args(load_profile("cpu"), spec, Settings(), enable_sleep_mode=True)
+        engine_args(spec, load_profile("cpu"), Settings(), enable_sleep_mode=True)
 
 
 def test_sleep_mode_on_with_the_cpu_profile_refuses_to_start(monkeypatch) -> None:
@@ -368,7 +368,7 @@ async def test_a_woken_engine_is_watched_again_and_a_sleepers_death_goes_unrepor
     a, b = paths["llama"], paths["qwen3"]
     try:
         await mgr.load(a)
-        sleeper = mgr._current
+        sleeper = mgr.current
         await mgr.load(b)
         assert sleeper is not None
         sleeper.backend.engine.errored = True  # dies while asleep: not serving, not reported
@@ -377,7 +377,7 @@ async def test_a_woken_engine_is_watched_again_and_a_sleepers_death_goes_unrepor
         assert mgr.status().engine_deaths == 0
         await mgr.load(b)  # b was parked, and is woken now
         assert mgr.status().last_switch["source"] == "woken"  # type: ignore[index]
-        mgr._current.backend.engine.errored = True  # type: ignore[union-attr]
+        mgr.current.backend.engine.errored = True  # type: ignore[union-attr]
         await wait_for(lambda: mgr.status().engine_deaths == 1)  # the woken one is watched
         assert "died" in (mgr.status().error or "")
     finally:

@@ -89,7 +89,7 @@ def test_stopping_a_stream_aborts_the_request(llm: Any) -> None:
     for i, _ in enumerate(llm.stream(Q, max_tokens=400, ignore_eos=True)):
         if i == 2:
             break
-    backend = llm._manager._current.backend
+    backend = llm.loaded.backend
     deadline = time.monotonic() + 10
     while backend.stats().running and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -97,7 +97,7 @@ def test_stopping_a_stream_aborts_the_request(llm: Any) -> None:
 
 
 def test_switches_blue_green_then_drain_and_swap(llm: Any, models: dict[str, str]) -> None:
-    from lcfin.engine.vllm.backend import nvml_used_bytes
+    from lcfin.telemetry.gpu import nvml_used_bytes
 
     before = nvml_used_bytes()
     llm.switch(models["qwen3"])  # 0.30 + 0.30 of the GPU: both resident while switching

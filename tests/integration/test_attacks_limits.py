@@ -113,7 +113,7 @@ def test_when_one_prompt_fails_its_siblings_stop_unbilled(
 ):
     db = tmp_path / "usage.db"
     server = make_live(usage_db=str(db), usage_flush_interval_s=0.1, rate_limits="100000tpm")
-    current = server.llm._manager._current  # the served model: wrap its backend
+    current = server.llm.loaded  # the served model: wrap its backend
     monkeypatch.setattr(current, "backend", FailingBackend(current.backend))
     prompts = [
         "Define EBITDA.",

@@ -185,7 +185,7 @@ def test_memory_panel_shows_the_engines_numbers_where_present_and_dashes_where_n
     tab.open_console()
     models = httpx.get(f"{demo.url}/models", timeout=30).json()
     health = httpx.get(f"{demo.url}/health", timeout=30).json()
-    # vLLM's report as the vLLM branch puts it in /models (`kv_cache`, engine.backend.KvCapacity)
+    # vLLM's report as the vLLM branch puts it in /models (`kv_cache`, engine.loaded.KvCapacity)
     kv_cache = {
         "max_model_len": 4096, "engine_tokens": 153_024, "engine_max_concurrency": 37.36,
         "planned_tokens": 152_000, "planned_max_concurrency": 37.1, "num_blocks": 9564,

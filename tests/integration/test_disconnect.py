@@ -20,7 +20,7 @@ PREFILL_S = 5.0  # the simulated prefill: far longer than the client waits
 
 def slow_first_token(live: LiveServer) -> None:
     """Hold each request's first delta for PREFILL_S (the real sequence runs meanwhile)."""
-    current = live.llm._manager._current
+    current = live.llm.loaded
     assert current is not None
     real = current.backend.generate
 
@@ -56,7 +56,7 @@ async def test_leaving_during_prefill_aborts(make_live: Callable[..., LiveServer
     deadline = time.monotonic() + PREFILL_S - 1
     while time.monotonic() < deadline:
         records = live.llm.recent_requests()
-        current = live.llm._manager._current
+        current = live.llm.loaded
         if records and current is not None and current.active == 0:
             break
         await asyncio.sleep(0.02)

@@ -90,7 +90,7 @@ async def test_killing_the_engine_under_load(
 
 async def _kill_and_recover(live: LiveServer, db: Path) -> None:
     model = live.model
-    pids = engine_pids(live.llm._manager._current.backend)  # type: ignore[union-attr]
+    pids = engine_pids(live.llm.loaded.backend)  # type: ignore[union-attr]
     async with httpx.AsyncClient(base_url=live.url, timeout=120) as http:
         started = [asyncio.Event() for _ in range(4)]
         streams = [

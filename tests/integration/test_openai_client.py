@@ -398,14 +398,14 @@ async def test_two_requests_with_one_request_id_do_not_abort_each_other(
 async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_params):
     # The shared server may still be finishing an earlier test's request: start from idle, so
     # that the in-flight count below can only be this request's.
-    await _poll(lambda: live.llm._manager._current.active == 0)  # type: ignore[union-attr]
+    await _poll(lambda: live.llm.loaded.active == 0)  # type: ignore[union-attr]
     before = {rec.request_id for rec in live.llm.recent_requests()}
     body = {"model": live.model, "messages": MESSAGES, **long_params}
     async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
         pending = asyncio.create_task(http.post("/v1/chat/completions", json=body))
 
         # Wait until the server is generating it (the in-flight count of the served model).
-        await _poll(lambda: live.llm._manager._current.active > 0)  # type: ignore[union-attr]
+        await _poll(lambda: live.llm.loaded.active > 0)  # type: ignore[union-attr]
         pending.cancel()  # closes the connection mid-request
         with pytest.raises(asyncio.CancelledError):
             await pending

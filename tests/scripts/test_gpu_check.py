@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from lcfin.engine.backend import vllm_available
-from lcfin.engine.profiles import detect_gpus
+from lcfin.engine.profiles import detect_gpus, vllm_available
 from tests.scripts.conftest import SCRIPTS
 
 

@@ -234,13 +234,13 @@ async def test_failed_load_keeps_the_old_model_serving(
 
 async def test_a_model_that_cannot_fit_is_refused_with_422_and_nothing_unloaded(serve: Serve):
     server = await serve()
-    before = server.llm._manager._current
+    before = server.llm.loaded
 
     r = await load_model(server, "llama3.1-70b")  # 70B on the CPU profile's 16 GiB
 
     error = assert_error(r, 422, code="model_does_not_fit")
     assert "does not fit profile cpu" in error["message"]
-    assert server.llm._manager._current is before and not before.backend._closed  # type: ignore[union-attr]
+    assert server.llm.loaded is before and not before.backend._closed  # type: ignore[union-attr]
     status = (await server.client.get("/loading-status")).json()
     assert (status["status"], status["model"]) == ("failed", "llama3.1-70b")
     assert (await server.chat(max_tokens=2)).status_code == 200

@@ -536,7 +536,7 @@ def _break_generation(monkeypatch: pytest.MonkeyPatch, server: Served, after: in
     A test double at the engine edge: a tiny model cannot fail on demand, so the real
     TransformersBackend.generate is wrapped, and the server above it is the real one.
     """
-    backend = server.llm._manager._current.backend  # type: ignore[union-attr]
+    backend = server.llm.loaded.backend  # type: ignore[union-attr]
     real = backend.generate
 
     async def failing(request):

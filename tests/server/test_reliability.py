@@ -6,23 +6,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lcfin.engine.types import Completion, Delta
+from tests.backends import BackendUnderTest
 from tests.server.schemas import assert_valid
 from tests.server.support import PROMPT, Serve, Served
 
 pytestmark = pytest.mark.asyncio
 
 SLOW = {"max_tokens": 200, "temperature": 1.0, "ignore_eos": True}  # tiny context: 256
-
-
-def limit_capacity(served: Served, running: int) -> None:
-    """Give the served model's manager a profile with `running` batch rows."""
-    manager = served.llm._manager
-    manager.profile = manager.profile.model_copy(update={"max_num_seqs": running})
 
 
 async def hold(served: Served) -> AsyncIterator[Delta | Completion]:
@@ -42,9 +38,11 @@ def assert_error(response: Any, status: int, code: str | None, param: str | None
 
 
 @pytest.mark.any_backend
-async def test_a_full_queue_answers_429_at_once_and_frees_up(serve: Serve) -> None:
-    served = await serve(max_waiting=1)
-    limit_capacity(served, 1)
+async def test_a_full_queue_answers_429_at_once_and_frees_up(
+    serve: Serve, backend: BackendUnderTest, tmp_path: Path
+) -> None:
+    one_row = backend.catalog_with(tmp_path, max_num_seqs=1)  # 1 running + 1 waiting
+    served = await serve(max_waiting=1, catalog=one_row)
     held = [await hold(served), await hold(served)]  # 1 running + 1 waiting = capacity
     try:
         started = time.monotonic()
@@ -58,8 +56,8 @@ async def test_a_full_queue_answers_429_at_once_and_frees_up(serve: Serve) -> No
     finally:
         for events in held:
             await events.aclose()  # closing a stream releases its place
-    assert served.llm._manager._current is not None
-    assert served.llm._manager._current.active == 0
+    assert served.llm.loaded is not None
+    assert served.llm.loaded.active == 0
     assert (await served.chat(max_tokens=4)).status_code == 200
 
 
@@ -72,7 +70,7 @@ def slow_down(served: Served, delay_s: float = 0.05) -> None:
     its size put the first byte seconds late, after a 0.5 s request timeout, which then rightly
     answered 504 before the stream began (see #17). Later deltas wait `delay_s` per token.
     """
-    current = served.llm._manager._current
+    current = served.llm.loaded
     assert current is not None
     backend, real = current.backend, current.backend.generate
 
@@ -111,7 +109,7 @@ async def test_the_request_timeout_aborts_and_frees_the_slot(serve: Serve) -> No
     assert time.monotonic() - started < 3
     assert_error(response, 504, "timeout")
     assert "LCFIN_REQUEST_TIMEOUT" in response.json()["error"]["message"]
-    current = served.llm._manager._current
+    current = served.llm.loaded
     assert current is not None and current.active == 0
     assert await settled(served)
     assert (await served.chat(max_tokens=2)).status_code == 200
@@ -191,7 +189,7 @@ async def test_a_fault_in_the_model_fails_one_request_and_the_engine_serves_on(
     serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = await serve(raise_app_exceptions=False)
-    current = served.llm._manager._current
+    current = served.llm.loaded
     assert current is not None
     model = current.backend.model  # type: ignore[attr-defined]
     real, calls = model.forward, []

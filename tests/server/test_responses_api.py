@@ -423,7 +423,7 @@ def _break_generation(
     """
     from lcfin.engine.types import Delta
 
-    backend = server.llm._manager._current.backend  # type: ignore[union-attr]
+    backend = server.llm.loaded.backend  # type: ignore[union-attr]
     real = backend.generate
 
     async def failing(request):

@@ -1,9 +1,8 @@
-"""`lcfin ask` and `lcfin chat`: stream answers from a local model or a remote server."""
+"""`lcfin ask`: stream one answer from a local model or a remote server."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,26 +10,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lcfin.cli.options import JsonOpt, ModelOpt, ProfileOpt, err, print_json
-from lcfin.cli.progress import loading
+from lcfin.cli.options import (
+    JsonOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    ProfileOpt,
+    SystemOpt,
+    TemperatureOpt,
+    err,
+    print_json,
+)
+from lcfin.cli.progress import open_llm
 from lcfin.engine.types import Completion, Delta, Message
 from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM, Settings
+    from lcfin import FinancialLLM
 
 __all__ = ["register"]
 
-SystemOpt = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
-MaxTokensOpt = Annotated[
-    int | None, typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")
-]
-TemperatureOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--temperature", "-t", min=0.0, max=2.0, help="0 = greedy [default: the model's]."
-    ),
-]
 JsonSchemaOpt = Annotated[
     Path | None,
     typer.Option(
@@ -50,28 +48,6 @@ ApiKeyOpt = Annotated[
         "--api-key", envvar="LCFIN_API_KEY", help="Bearer key for --url.", show_default=False
     ),
 ]
-
-
-def _quiet_local_load(model: str | None, settings: Settings) -> None:
-    """Hide the weight-loading bars for models already on disk; keep them for downloads."""
-    from lcfin import get_model, is_cached
-
-    name = model or settings.default_model or "demo"
-    try:
-        if is_cached(get_model(name, settings.catalog), settings):
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    except Exception:  # the real load reports naming problems properly
-        return
-
-
-def open_llm(model: str | None, profile: str) -> FinancialLLM:
-    """Load the model a command asked for (the default model when None)."""
-    from lcfin import FinancialLLM, Settings
-
-    settings = Settings()
-    _quiet_local_load(model, settings)
-    with loading(err, model or settings.default_model or "the default model"):
-        return FinancialLLM(model, profile=profile, settings=settings)
 
 
 def _write(text: str) -> None:
@@ -99,9 +75,13 @@ def _ask_local(
 
 
 def _ask_remote(
-    url: str, api_key: str | None, model: str | None, messages: list[Message],
-    params: dict[str, Any], echo: bool,
-) -> dict[str, Any]:  # fmt: skip
+    url: str,
+    api_key: str | None,
+    model: str | None,
+    messages: list[Message],
+    params: dict[str, Any],
+    echo: bool,
+) -> dict[str, Any]:
     from lcfin.cli.remote import RemoteResult, served_model, stream_chat
 
     result = RemoteResult()
@@ -186,7 +166,4 @@ def ask(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
-    from lcfin.cli.chat_cmds import chat
-
     app.command()(ask)
-    app.command()(chat)

@@ -6,16 +6,25 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lcfin.cli.ask_cmds import MaxTokensOpt, SystemOpt, TemperatureOpt, open_llm
-from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
-from lcfin.cli.progress import loading
+import typer
+
+from lcfin.cli.options import (
+    MaxTokensOpt,
+    ModelOpt,
+    ProfileOpt,
+    SystemOpt,
+    TemperatureOpt,
+    err,
+    out,
+)
+from lcfin.cli.progress import loading, open_llm
 from lcfin.engine.types import Message
 from lcfin.errors import LcfinError
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM
 
-__all__ = ["chat"]
+__all__ = ["chat", "register"]
 
 HELP = "/reset clears history · /system TEXT sets the system prompt · /model NAME switches · /exit"
 
@@ -106,3 +115,8 @@ def chat(
             except LcfinError as exc:
                 session.history.pop()
                 err.print(f"[red]error:[/] {exc}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the app."""
+    app.command()(chat)

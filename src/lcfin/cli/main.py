@@ -102,12 +102,14 @@ def _register_commands() -> None:
         ask_cmds,
         bench_cmds,
         catalog_cmds,
+        chat_cmds,
         doctor_cmds,
         serve_cmds,
         usage_cmds,
     )
 
-    for module in (serve_cmds, ask_cmds, catalog_cmds, bench_cmds, usage_cmds, doctor_cmds):
+    commands = (serve_cmds, ask_cmds, chat_cmds, catalog_cmds, bench_cmds, usage_cmds, doctor_cmds)
+    for module in commands:
         module.register(app)
 
 

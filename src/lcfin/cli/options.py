@@ -10,8 +10,11 @@ from rich.console import Console
 
 __all__ = [
     "JsonOpt",
+    "MaxTokensOpt",
     "ModelOpt",
     "ProfileOpt",
+    "SystemOpt",
+    "TemperatureOpt",
     "err",
     "out",
     "print_json",
@@ -38,6 +41,16 @@ ProfileOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document to stdout.")]
+SystemOpt = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")
+]
+TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature", "-t", min=0.0, max=2.0, help="0 = greedy [default: the model's]."
+    ),
+]
 
 
 def print_json(data: Any) -> None:

@@ -9,14 +9,20 @@ terminal (a CI log, a pipe), so a long first load is never silent (see #17).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["loading"]
+from lcfin.cli.options import err
+
+if TYPE_CHECKING:
+    from lcfin import FinancialLLM, Settings
+
+__all__ = ["loading", "open_llm"]
 
 ENGINE = "lcfin.engine"
 
@@ -63,3 +69,25 @@ def _capturing(engine: logging.Logger, handler: logging.Handler) -> Iterator[Non
         engine.removeHandler(handler)
         engine.setLevel(level)
         engine.propagate = propagate
+
+
+def _quiet_local_load(model: str | None, settings: Settings) -> None:
+    """Hide the weight-loading bars for models already on disk; keep them for downloads."""
+    from lcfin import get_model, is_cached
+
+    name = model or settings.default_model or "demo"
+    try:
+        if is_cached(get_model(name, settings.catalog), settings):
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    except Exception:  # the real load reports naming problems properly
+        return
+
+
+def open_llm(model: str | None, profile: str) -> FinancialLLM:
+    """Load the model a command asked for (the default model when None)."""
+    from lcfin import FinancialLLM, Settings
+
+    settings = Settings()
+    _quiet_local_load(model, settings)
+    with loading(err, model or settings.default_model or "the default model"):
+        return FinancialLLM(model, profile=profile, settings=settings)

@@ -78,20 +78,31 @@ def server_root(url: str) -> str:
     return url.rstrip("/").removesuffix("/chat/completions").removesuffix("/v1")
 
 
-def served_model(url: str, api_key: str | None = None) -> str:
-    """The id of the model a server is serving (the first `loaded` one in /v1/models)."""
+def _get_json(url: str, path: str, api_key: str | None) -> dict[str, Any]:
+    """GET `path` of the server at `url` and return its JSON body.
+
+    Raises:
+        BackendUnavailable: the server cannot be reached or failed.
+        Unauthorized, ModelNotFound, InvalidParameter: the server refused the request.
+    """
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        resp = httpx.get(f"{server_root(url)}/v1/models", headers=headers, timeout=30)
+        resp = httpx.get(f"{server_root(url)}{path}", headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         raise BackendUnavailable(
             f"Could not reach {server_root(url)}: {type(exc).__name__}",
             hint="check the URL and that the server is running (`lcfin serve`)",
         ) from None
     raise_for_status(resp)
-    models = resp.json().get("data", [])
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def served_model(url: str, api_key: str | None = None) -> str:
+    """The id of the model a server is serving (the first `loaded` one in /v1/models)."""
+    models = _get_json(url, "/v1/models", api_key).get("data", [])
     loaded = [m for m in models if m.get("loaded")] or models
     if not loaded:
         raise BackendUnavailable(f"{server_root(url)} lists no model", hint="pass --model")
@@ -133,16 +144,5 @@ def served_kv_cache(
     url: str, api_key: str | None = None
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The model a server serves and its engine's own KV-cache figures (GET /models)."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        resp = httpx.get(f"{server_root(url)}/models", headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        raise BackendUnavailable(
-            f"Could not reach {server_root(url)}: {type(exc).__name__}",
-            hint="check the URL and that the server is running (`lcfin serve`)",
-        ) from None
-    raise_for_status(resp)
-    body = resp.json()
+    body = _get_json(url, "/models", api_key)
     return body.get("current_model"), body.get("kv_cache")

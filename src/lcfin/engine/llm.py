@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from lcfin.config import Settings, get_settings
-from lcfin.engine.backend import BackendStats, select_backend
+from lcfin.engine.backend import select_backend
 from lcfin.engine.fanout import Batch, Job, batch_request_ids
 from lcfin.engine.function_calls import check_tools, with_tool_calls
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
@@ -20,7 +20,14 @@ from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_bac
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
 from lcfin.engine.sync_bridge import LoopThread
-from lcfin.engine.types import Completion, Delta, SamplingSource, collect, new_request_id
+from lcfin.engine.types import (
+    BackendStats,
+    Completion,
+    Delta,
+    SamplingSource,
+    collect,
+    new_request_id,
+)
 from lcfin.errors import InvalidParameter, LcfinError
 from lcfin.telemetry.meter import RecordLabels
 from lcfin.telemetry.records import RequestRecord
@@ -104,6 +111,12 @@ class FinancialLLM:
         """The alias (or path / repo id) of the model being served."""
         return self._manager.status().model
 
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model serving now: its spec, backend and requests in flight (None while none is
+        loaded). A read-only view: load and switch with `switch` / `aswitch`."""
+        return self._manager.current
+
     def status(self) -> ModelStatus:
         """State (idle / loading / ready / failed), model, backend, profile, load time."""
         return self._manager.status()
@@ -115,8 +128,7 @@ class FinancialLLM:
 
     def backend_stats(self) -> BackendStats | None:
         """Requests running and waiting in the serving backend (None when none is loaded)."""
-        # see #7: ModelManager has no public accessor for the serving backend yet
-        cur = getattr(self._manager, "_current", None)
+        cur = self._manager.current
         return None if cur is None else cur.backend.stats()
 
     @property

@@ -1,4 +1,4 @@
-"""What the model manager holds and reports: the `LoadedModel`s and the `ModelStatus`."""
+"""What the model manager holds and reports: `LoadedModel`s, `KvCapacity`, `ModelStatus`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,45 @@ if TYPE_CHECKING:
     from lcfin.engine.backend import InferenceBackend
     from lcfin.engine.registry import ModelSpec
 
-__all__ = ["LoadedModel", "ModelStatus", "State"]
+__all__ = ["KvCapacity", "LoadedModel", "ModelStatus", "State"]
 
 State = Literal["idle", "loading", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class KvCapacity:
+    """The KV cache an engine reports after loading, beside the planner's prediction.
+
+    vLLM logs it as "KV cache size: N tokens, Maximum concurrency for L tokens per request:
+    Cx"; `planned_*` are `lcfin plan`'s figures for the same load.
+    """
+
+    max_model_len: int
+    engine_tokens: int | None
+    engine_max_concurrency: float | None
+    planned_tokens: int | None = None
+    planned_max_concurrency: float | None = None
+    num_blocks: int | None = None
+    block_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a JSON-ready dict."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line: the engine's figures, then the plan's."""
+        engine = (
+            f"KV cache {self.engine_tokens:,} tokens, max concurrency "
+            f"{self.engine_max_concurrency:.2f}x at {self.max_model_len:,} tokens"
+            if self.engine_tokens is not None and self.engine_max_concurrency is not None
+            else "KV cache size not reported"
+        )
+        if self.planned_tokens is None or self.planned_max_concurrency is None:
+            return engine
+        return (
+            f"{engine} (planned: {self.planned_tokens:,} tokens, "
+            f"{self.planned_max_concurrency:.2f}x)"
+        )
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.backend import InferenceBackend, load_backend
 from lcfin.engine.loaded import LoadedModel, ModelStatus, State
+from lcfin.engine.planner import does_not_fit
 from lcfin.engine.recovery import Recovery
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.switching import (
@@ -129,6 +130,11 @@ class ModelManager:
             engine_deaths=self.recovery.deaths,
             kv_cache=cur.kv_cache if cur else None,
         )
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model serving now (read-only; None while none is loaded)."""
+        return self._current
 
     def _claim(self, spec: ModelSpec, *, reuse: bool) -> bool:
         """Mark `spec` as loading; False if it is already current (nothing to do).
@@ -232,9 +238,9 @@ class ModelManager:
         self._warm.reserve(spec, overrides)
         try:
             if self._switching == "drain_and_swap" and old is not None:
-                backend = await self._drain_and_load(old, spec, overrides, footprint, record)
+                backend = await self._drain_and_load(old, spec, overrides, plan, record)
             else:
-                backend, record["source"] = await self._bring_up(spec, overrides)
+                backend, record["source"] = await self._bring_up(spec, overrides, plan)
         except LcfinError as exc:
             self._fail(spec.name, exc)
             raise
@@ -270,8 +276,6 @@ class ModelManager:
         says) before unloading anything (see #17)."""
         plan = await asyncio.to_thread(plan_for, spec, self.profile, self.settings, overrides)
         if plan is not None and not plan.fits:
-            from lcfin.engine.vllm.args import does_not_fit
-
             raise does_not_fit(plan)
         return plan
 
@@ -291,23 +295,31 @@ class ModelManager:
             log.info("Switching %s -> %s: %s", cur.spec.name, spec.name, strategy)
         return strategy
 
-    async def _load_backend(self, spec: ModelSpec, overrides: dict[str, Any]) -> InferenceBackend:
-        return await asyncio.to_thread(
-            load_backend, self.backend_kind, spec, self.profile, self.settings, **overrides
-        )
-
     async def _bring_up(
-        self, spec: ModelSpec, overrides: dict[str, Any]
+        self, spec: ModelSpec, overrides: dict[str, Any], plan: MemoryPlan | None = None
     ) -> tuple[InferenceBackend, str]:
-        """Wake `spec` from the warm tier, else load it: the backend and 'woken' or 'loaded'."""
-        return await self._warm.bring_up(spec, overrides, self._load_backend)
+        """Wake `spec` from the warm tier, else load it (with the load's `plan`, made once in
+        `start`): the backend and 'woken' or 'loaded'."""
+
+        async def load(spec: ModelSpec, overrides: dict[str, Any]) -> InferenceBackend:
+            return await asyncio.to_thread(
+                load_backend,
+                spec,
+                self.profile,
+                self.settings,
+                kind=self.backend_kind,
+                plan=plan,
+                **overrides,
+            )
+
+        return await self._warm.bring_up(spec, overrides, load)
 
     async def _drain_and_load(
         self,
         old: LoadedModel,
         spec: ModelSpec,
         overrides: dict[str, Any],
-        next_gib: float | None,
+        plan: MemoryPlan | None,
         record: dict[str, Any],
     ) -> InferenceBackend:
         """Stop admitting, let in-flight requests end, release `old`, bring up `spec`.
@@ -322,9 +334,10 @@ class ModelManager:
         old.retired, self._current = True, None
         if old.active:
             log.warning("Drain timed out: closing %s with %d requests", old.spec.name, old.active)
+        next_gib = None if plan is None else footprint_gib(plan, self.backend_kind)
         record["previous_went"] = await self._warm.release(old, next_gib)
         try:
-            backend, record["source"] = await self._bring_up(spec, overrides)
+            backend, record["source"] = await self._bring_up(spec, overrides, plan)
         except Exception as exc:
             await self._restore(old, exc)
             raise

@@ -41,15 +41,22 @@ is what the budget leaves, capped at what max_num_seqs requests of L tokens can 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lcfin.engine.profiles import HardwareProfile, list_profiles, load_profile
 from lcfin.engine.registry import DTYPE_BYTES, Architecture, ModelSpec, get_model
-from lcfin.errors import InvalidParameter
+from lcfin.errors import DoesNotFit, InvalidParameter
 
-__all__ = ["MemoryPlan", "plan_memory"]
+if TYPE_CHECKING:
+    from lcfin.config import Settings
+
+__all__ = ["MemoryPlan", "check_fits", "does_not_fit", "plan_memory"]
+
+log = logging.getLogger(__name__)
 
 GIB = 2**30
 SAMPLER_COPIES = 5  # fp32 logits, probabilities, log-probabilities and top-k/top-p sort buffers
@@ -170,14 +177,14 @@ def _budget_bytes(prof: HardwareProfile) -> int:
 
 
 def _reason(plan: MemoryPlan, arch: Architecture, longest: int, others: list[str]) -> str:
-    name, where, mml = plan.model, plan.profile, plan.max_model_len
+    name, where, length = plan.model, plan.profile, plan.max_model_len
+    limit = arch.max_position_embeddings
     per = "per GPU" if plan.on_gpu else "in RAM"
     elsewhere = f"use profile {' or '.join(others)}" if others else "use a profile with more GPUs"
-    if mml > arch.max_position_embeddings:
+    if length > limit:
         return (
-            f"max_model_len {mml:,} exceeds {name}'s limit of {arch.max_position_embeddings:,} "
-            f"tokens (max_position_embeddings); pass max_model_len={arch.max_position_embeddings}"
-            " or less."
+            f"max_model_len {length:,} exceeds {name}'s limit of {limit:,} tokens "
+            f"(max_position_embeddings); pass max_model_len={limit} or less."
         )
     need = plan.weights_gib + plan.activations_gib + plan.overhead_gib
     if need >= plan.budget_gib:
@@ -190,11 +197,12 @@ def _reason(plan: MemoryPlan, arch: Architecture, longest: int, others: list[str
         shorter = f"pass max_model_len={longest} or less, or " if longest else ""
         return (
             f"{name} on {where} leaves {plan.kv_cache_gib:.2f} GiB for the KV cache, less than "
-            f"one request of {mml:,} tokens; {shorter}{elsewhere}."
+            f"one request of {length:,} tokens; {shorter}{elsewhere}."
         )
     return (
         f"{name} fits {where}: {plan.kv_cache_gib:.1f} GiB of KV cache {per} holds "
-        f"{plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f} requests of {mml:,} tokens."
+        f"{plan.kv_cache_tokens:,} tokens, {plan.max_concurrency:.2f} requests of "
+        f"{length:,} tokens."
     )
 
 
@@ -215,22 +223,22 @@ def _plan(
     arch = _architecture(spec)
     dtype = spec.dtype if prof.dtype == "auto" else prof.dtype
     nbytes = DTYPE_BYTES[dtype]
-    mml = max_len or min(prof.max_model_len, arch.max_position_embeddings)
+    max_model_len = max_len or min(prof.max_model_len, arch.max_position_embeddings)
     seqs = seqs or prof.max_num_seqs
     ranks = prof.tensor_parallel_size * prof.pipeline_parallel_size
     weights = math.ceil((spec.param_count() or 0) * nbytes / ranks)
-    lay = _layout(arch, prof, nbytes)
-    acts = _activation_bytes(arch, prof, nbytes, mml, seqs)
-    over = _overhead_bytes(prof, lay.layers)
+    layout = _layout(arch, prof, nbytes)
+    activations = _activation_bytes(arch, prof, nbytes, max_model_len, seqs)
+    overhead = _overhead_bytes(prof, layout.layers)
     budget = _budget_bytes(prof)
-    left = budget - weights - acts - over
-    per_request = lay.blocks_per_request(mml)
+    left = budget - weights - activations - overhead
+    per_request = layout.blocks_per_request(max_model_len)
     kv = left
     if prof.backend == "vllm" and not prof.is_gpu:  # vLLM's CPU build: given, not preallocated
-        kv = min(left, seqs * per_request * lay.block_bytes)
-    blocks = max(0, kv // lay.block_bytes)
-    conc = blocks / per_request
-    uniform = lay.sliding_groups == 0
+        kv = min(left, seqs * per_request * layout.block_bytes)
+    blocks = max(0, kv // layout.block_bytes)
+    concurrency = blocks / per_request
+    uniform = layout.sliding_groups == 0
     plan = MemoryPlan(
         model=spec.name,
         profile=prof.name,
@@ -238,22 +246,22 @@ def _plan(
         dtype=dtype,
         tensor_parallel_size=prof.tensor_parallel_size,
         pipeline_parallel_size=prof.pipeline_parallel_size,
-        max_model_len=mml,
+        max_model_len=max_model_len,
         max_num_seqs=seqs,
         budget_gib=round(budget / GIB, 3),
         weights_gib=round(weights / GIB, 3),
-        activations_gib=round(acts / GIB, 3),
-        overhead_gib=round(over / GIB, 3),
+        activations_gib=round(activations / GIB, 3),
+        overhead_gib=round(overhead / GIB, 3),
         kv_cache_gib=round(kv / GIB, 3),
-        kv_cache_bytes=max(0, blocks * lay.block_bytes),
-        kv_bytes_per_token=lay.token_bytes,
-        kv_cache_tokens=blocks * lay.block_size if uniform else int(conc * mml),
-        max_concurrency=round(conc, 3),
-        fits=kv > 0 and blocks >= per_request and mml <= arch.max_position_embeddings,
+        kv_cache_bytes=max(0, blocks * layout.block_bytes),
+        kv_bytes_per_token=layout.token_bytes,
+        kv_cache_tokens=blocks * layout.block_size if uniform else int(concurrency * max_model_len),
+        max_concurrency=round(concurrency, 3),
+        fits=kv > 0 and blocks >= per_request and max_model_len <= arch.max_position_embeddings,
         reason="",
         on_gpu=prof.is_gpu,
     )
-    return replace(plan, reason=_reason(plan, arch, lay.longest_fit(blocks), others))
+    return replace(plan, reason=_reason(plan, arch, layout.longest_fit(blocks), others))
 
 
 def _fitting_profiles(
@@ -300,3 +308,44 @@ def plan_memory(
         return plan
     others = _fitting_profiles(spec, prof.name, max_model_len, user_catalog)
     return _plan(spec, prof, max_model_len, max_num_seqs, others)
+
+
+def does_not_fit(plan: MemoryPlan) -> DoesNotFit:
+    """The `DoesNotFit` error for a plan that does not fit: breakdown, then what to change."""
+    per = "per GPU" if plan.on_gpu else "in RAM"
+    return DoesNotFit(
+        f"{plan.model} does not fit profile {plan.profile}: {plan.weights_gib:.1f} GiB of "
+        f"weights + {plan.activations_gib:.1f} GiB of activations + {plan.overhead_gib:.1f} GiB "
+        f"of overhead {per}, of a {plan.budget_gib:.1f} GiB budget, leaves "
+        f"{plan.kv_cache_gib:.2f} GiB for the KV cache "
+        f"(max_model_len {plan.max_model_len:,}, {plan.max_concurrency:.2f} requests)",
+        model=plan.model,
+        hint=f"{plan.reason} Or choose a smaller model (see `lcfin plan`).",
+    )
+
+
+def check_fits(
+    spec: ModelSpec,
+    profile: HardwareProfile,
+    settings: Settings,
+    *,
+    max_model_len: int | None = None,
+    max_num_seqs: int | None = None,
+) -> MemoryPlan:
+    """The memory plan of `spec` on `profile`; raises unless it fits (before an engine starts).
+
+    Raises:
+        DoesNotFit: the plan says no; the message has the breakdown, the hint what to change.
+        InvalidParameter: the architecture is unknown or a length or batch size is not positive.
+    """
+    plan = plan_memory(
+        spec,
+        profile,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        user_catalog=settings.catalog,
+    )
+    if not plan.fits:
+        raise does_not_fit(plan)
+    log.info("Pre-flight: %s", plan.reason)
+    return plan

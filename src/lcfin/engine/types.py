@@ -15,6 +15,7 @@ from lcfin.errors import InvalidParameter
 __all__ = [
     "DEMO_NOTICE",
     "Admission",
+    "BackendStats",
     "Completion",
     "Delta",
     "FinishReason",
@@ -25,6 +26,7 @@ __all__ = [
     "SamplingSource",
     "Timings",
     "TokenLogprob",
+    "Tokenizer",
     "Usage",
     "collect",
     "final",
@@ -410,3 +412,28 @@ async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
             result = event
     assert result is not None  # a generation always ends with a Completion
     return result
+
+
+# -- what backends share with the core -----------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer lcfin uses (vLLM returns the same kind)."""
+
+    chat_template: Any
+    eos_token_id: int | None
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """What a backend knows about its own load right now."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float | None = None

@@ -172,9 +172,12 @@ def evictions_to_park(
         freed = sum(host_weights_gib(w, profile) for w in sleepers_gib[:k])
         after = HostMemory(host.available_gib + freed, host.total_gib)
         found = keep_refusal(
-            weights_gib=weights_gib, host=after, sleepers=staying, next_gib=next_gib,
+            weights_gib=weights_gib,
+            host=after,
+            sleepers=staying,
+            next_gib=next_gib,
             profile=profile,
-        )  # fmt: skip
+        )
         if found is None:
             return k, None
         reason = found

@@ -1,4 +1,4 @@
-"""Per-request context: the request id (X-Request-ID) on every response and log line."""
+"""The request id (X-Request-ID): on every response and every log line of the request."""
 
 from __future__ import annotations
 

@@ -1,13 +1,19 @@
-"""GPU memory and utilisation through NVML (`pynvml`, from nvidia-ml-py) when it is present."""
+"""GPU memory and utilisation through NVML (`pynvml`, from nvidia-ml-py) when it is present.
+
+lcfin's one NVML reader: the profiles detect GPUs with it, the vLLM backend measures the memory
+an engine holds, and telemetry samples the gauges of /metrics. NVML never initialises CUDA, so
+it is safe in the parent process of vLLM's engines.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GpuSample", "gpu_samples"]
+__all__ = ["GpuSample", "gpu_samples", "nvml_gpus", "nvml_used_bytes"]
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -57,13 +63,28 @@ def _sample(nvml: Any, index: int) -> GpuSample:
     )
 
 
-def gpu_samples() -> list[GpuSample]:
-    """Every GPU NVML sees; empty without NVML (CPU machines, or nvidia-ml-py not installed)."""
+def nvml_gpus() -> list[GpuSample] | None:
+    """Every GPU NVML sees; None without NVML (CPU machines, or nvidia-ml-py not installed)."""
     nvml = _init()
     if not nvml:
-        return []
+        return None
+    return [_sample(nvml, i) for i in range(nvml.nvmlDeviceGetCount())]
+
+
+def gpu_samples() -> list[GpuSample]:
+    """Every GPU NVML sees; empty without NVML, or when the query fails this time."""
     try:
-        return [_sample(nvml, i) for i in range(nvml.nvmlDeviceGetCount())]
+        return nvml_gpus() or []
     except Exception as exc:  # a GPU fell off the bus, a driver reload: report none this time
         log.warning("NVML query failed: %s", exc)
         return []
+
+
+def nvml_used_bytes() -> int | None:
+    """Memory in use on this process's visible GPUs (CUDA_VISIBLE_DEVICES); None without NVML."""
+    samples = nvml_gpus()
+    if samples is None:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    wanted = {int(i) for i in visible.split(",") if i.strip().isdigit()}
+    return sum(s.memory_used_bytes for s in samples if not wanted or s.index in wanted)

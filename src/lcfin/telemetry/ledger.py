@@ -90,17 +90,30 @@ class LedgerQuery:
 
 def _row(record: RequestRecord, session_id: str) -> dict[str, Any]:
     return {
-        "id": record.id, "time": record.time, "request_id": record.request_id,
-        "session_id": session_id, "api_key_id": record.api_key_id, "endpoint": record.endpoint,
-        "model": record.model, "backend": record.backend, "profile": record.profile,
-        "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-        "queue_s": record.queue_s, "ttft_s": record.time_to_first_token_s,
-        "latency_s": record.latency_s, "decode_tokens_per_s": record.decode_tokens_per_s,
-        "finish_reason": record.finish_reason, "status": record.status,
-        "error_code": record.error_code, "error": record.error,
-        "gpu_seconds": record.gpu_seconds, "token_cost_usd": record.token_cost_usd,
-        "hardware_cost_usd": record.hardware_cost_usd, "cost_usd": record.cost_usd,
-    }  # fmt: skip
+        "id": record.id,
+        "time": record.time,
+        "request_id": record.request_id,
+        "session_id": session_id,
+        "api_key_id": record.api_key_id,
+        "endpoint": record.endpoint,
+        "model": record.model,
+        "backend": record.backend,
+        "profile": record.profile,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "queue_s": record.queue_s,
+        "ttft_s": record.time_to_first_token_s,
+        "latency_s": record.latency_s,
+        "decode_tokens_per_s": record.decode_tokens_per_s,
+        "finish_reason": record.finish_reason,
+        "status": record.status,
+        "error_code": record.error_code,
+        "error": record.error,
+        "gpu_seconds": record.gpu_seconds,
+        "token_cost_usd": record.token_cost_usd,
+        "hardware_cost_usd": record.hardware_cost_usd,
+        "cost_usd": record.cost_usd,
+    }
 
 
 class UsageLedger:
@@ -221,8 +234,9 @@ class UsageLedger:
         if self._pending or self._batch:
             log.error(
                 "Usage ledger %s: %d records could not be written before closing",
-                self.target, len(self._pending) + len(self._batch),
-            )  # fmt: skip
+                self.target,
+                len(self._pending) + len(self._batch),
+            )
 
     def _tick(self) -> None:
         self._write_pending()
@@ -298,10 +312,14 @@ class UsageLedger:
     def _write_beat(self, segment: tuple[float, Serving], now: float) -> None:
         started, s = segment
         row = {
-            "session_id": self.session_id, "started_at": started, "last_seen": now,
-            "model": s.model, "profile": s.profile, "backend": s.backend,
+            "session_id": self.session_id,
+            "started_at": started,
+            "last_seen": now,
+            "model": s.model,
+            "profile": s.profile,
+            "backend": s.backend,
             "hourly_cost_usd": s.hourly_cost_usd,
-        }  # fmt: skip
+        }
         with self.store.transaction() as tx:
             tx.execute(_BEAT, row)
 
@@ -354,9 +372,15 @@ class UsageLedger:
                 return rows
         if q.until is not None and started >= q.until:
             return rows
-        row = {"session_id": self.session_id, "started_at": started, "last_seen": now,
-               "model": serving.model, "profile": serving.profile, "backend": serving.backend,
-               "hourly_cost_usd": serving.hourly_cost_usd}  # fmt: skip
+        row = {
+            "session_id": self.session_id,
+            "started_at": started,
+            "last_seen": now,
+            "model": serving.model,
+            "profile": serving.profile,
+            "backend": serving.backend,
+            "hourly_cost_usd": serving.hourly_cost_usd,
+        }
         return sorted([*rows, row], key=lambda r: float(r["started_at"]))
 
     def audit(self, query: LedgerQuery | None = None) -> list[dict[str, Any]]:

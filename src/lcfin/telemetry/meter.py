@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from lcfin.telemetry.costs import BusyClock, Prices, hardware_cost, token_cost
 from lcfin.telemetry.records import CANCELLED, RequestRecord, current_api_key_id
@@ -135,11 +135,7 @@ class Accounting:
         gpu_s = meter.clock.stop(meter.mark)
         exc = meter.error
         return RequestRecord(
-            request_id=labels.request_id,
-            model=labels.model,
-            backend=labels.backend,
-            profile=labels.profile,
-            endpoint=labels.endpoint,
+            **asdict(labels),
             prompt_tokens=prompt_tokens,
             completion_tokens=meter.tokens,
             finish_reason=meter.finish_reason,
@@ -163,11 +159,7 @@ class Accounting:
     ) -> RequestRecord:
         """The record of a request refused before generation (`code`: its OpenAI error code)."""
         return RequestRecord(
-            request_id=labels.request_id,
-            model=labels.model,
-            backend=labels.backend,
-            profile=labels.profile,
-            endpoint=labels.endpoint,
+            **asdict(labels),
             prompt_tokens=0,
             completion_tokens=0,
             finish_reason=REJECTED,

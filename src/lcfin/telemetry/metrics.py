@@ -36,13 +36,26 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 P = "lcfin:"
+
+
+def _bounds(text: str) -> tuple[float, ...]:
+    """Histogram bucket bounds from a space-separated list."""
+    return tuple(float(bound) for bound in text.split())
+
+
 # vLLM's bucket bounds (vllm/v1/metrics/loggers.py), with finer low ends for small models.
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
-ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
-               0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
-                   30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+TTFT_BUCKETS = _bounds(
+    "0.001 0.005 0.01 0.02 0.04 0.06 0.08 0.1 0.25 0.5 0.75 1.0 2.5 5.0 7.5 10.0 "
+    "20.0 40.0 80.0 160.0 640.0 2560.0"
+)
+ITL_BUCKETS = _bounds(
+    "0.001 0.0025 0.005 0.01 0.025 0.05 0.075 0.1 0.15 0.2 0.3 0.4 0.5 0.75 1.0 2.5 "
+    "5.0 7.5 10.0 20.0 40.0 80.0"
+)
+LATENCY_BUCKETS = _bounds(
+    "0.01 0.05 0.1 0.3 0.5 0.8 1.0 1.5 2.0 2.5 5.0 10.0 15.0 20.0 30.0 40.0 50.0 "
+    "60.0 120.0 240.0 480.0 960.0 1920.0 7680.0"
+)
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
 
 
@@ -94,9 +107,10 @@ class ServingCollector:
         labels = [st.model] if st.model else None
         yield from self._engine(labels)
         load = GaugeMetricFamily(
-            f"{P}model_load_time_seconds", "Seconds the served model took to load.",
+            f"{P}model_load_time_seconds",
+            "Seconds the served model took to load.",
             labels=["model_name"],
-        )  # fmt: skip
+        )
         if labels and st.load_time_s is not None:
             load.add_metric(labels, st.load_time_s)
         yield load
@@ -114,13 +128,15 @@ class ServingCollector:
             f"{P}num_requests_running", "Requests in the running batch.", labels=["model_name"]
         )
         waiting = GaugeMetricFamily(
-            f"{P}num_requests_waiting", "Requests waiting for a place in the batch.",
+            f"{P}num_requests_waiting",
+            "Requests waiting for a place in the batch.",
             labels=["model_name"],
-        )  # fmt: skip
+        )
         kv = GaugeMetricFamily(
-            f"{P}kv_cache_usage_perc", "KV cache usage, 0..1 (when the backend knows it).",
+            f"{P}kv_cache_usage_perc",
+            "KV cache usage, 0..1 (when the backend knows it).",
             labels=["model_name"],
-        )  # fmt: skip
+        )
         if labels and stats is not None:
             running.add_metric(labels, stats.running)
             waiting.add_metric(labels, stats.waiting)
@@ -194,9 +210,11 @@ class Metrics:
         req = ["model_name", "endpoint", "status"]
         self.requests = Counter(f"{P}requests", "Finished requests.", req, registry=registry)
         self.success = Counter(
-            f"{P}request_success", "Requests that finished without an error, by finish reason.",
-            ["model_name", "finished_reason"], registry=registry,
-        )  # fmt: skip
+            f"{P}request_success",
+            "Requests that finished without an error, by finish reason.",
+            ["model_name", "finished_reason"],
+            registry=registry,
+        )
         self.prompt_tokens = Counter(
             f"{P}prompt_tokens", "Prompt tokens processed.", ["model_name"], registry=registry
         )
@@ -204,9 +222,11 @@ class Metrics:
             f"{P}generation_tokens", "Tokens generated.", ["model_name"], registry=registry
         )
         self.cost = Counter(
-            f"{P}request_cost_usd", "Cost of the requests in USD (tokens + hardware share).",
-            ["model_name"], registry=registry,
-        )  # fmt: skip
+            f"{P}request_cost_usd",
+            "Cost of the requests in USD (tokens + hardware share).",
+            ["model_name"],
+            registry=registry,
+        )
 
     def _histograms(self, registry: CollectorRegistry) -> None:
         def hist(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
@@ -224,11 +244,10 @@ class Metrics:
     def _series(self, model: str) -> _ModelSeries:
         series = self._by_model.get(model)
         if series is None:  # label lookups once per model, not per request
-            series = self._by_model[model] = _ModelSeries(
-                *(m.labels(model) for m in (self.prompt_tokens, self.generation_tokens,
-                  self.cost, self.e2e, self.prompt_hist, self.gen_hist, self.ttft, self.queue,
-                  self.tpot))
-            )  # fmt: skip
+            per_model: list[Counter | Histogram] = [self.prompt_tokens, self.generation_tokens]
+            per_model += [self.cost, self.e2e, self.prompt_hist, self.gen_hist, self.ttft]
+            per_model += [self.queue, self.tpot]
+            series = self._by_model[model] = _ModelSeries(*(m.labels(model) for m in per_model))
         return series
 
     def observe(self, record: RequestRecord) -> None:

@@ -37,20 +37,44 @@ def _times(buckets: list[Bucket], offset_s: float = 0.0) -> list[datetime]:
 def _legend(ax: Any, handles: Any = None) -> None:
     """A legend in one row above the axes, where it hides no data."""
     kw = {"handles": handles} if handles is not None else {}
-    ax.legend(**kw, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=4, fontsize=8,
-              frameon=False, borderaxespad=0.2)  # fmt: skip
+    ax.legend(
+        **kw,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.2,
+    )
 
 
 def _traffic(ax: Any, buckets: list[Bucket], bucket_s: float) -> None:
-    ax.bar(_times(buckets), [b["requests"] for b in buckets], width=bucket_s / 86400 * 0.85,
-           color=_BLUE, label="requests", align="edge")  # fmt: skip
+    ax.bar(
+        _times(buckets),
+        [b["requests"] for b in buckets],
+        width=bucket_s / 86400 * 0.85,
+        color=_BLUE,
+        label="requests",
+        align="edge",
+    )
     ax.set_ylabel("requests", color=_BLUE)
     times = _times(buckets, bucket_s / 2)  # points at the middle of their bucket
     tokens = ax.twinx()
-    tokens.plot(times, [b["completion_tokens"] for b in buckets], color=_ORANGE, marker="o",
-                markersize=3, label="completion tokens")  # fmt: skip
-    tokens.plot(times, [b["prompt_tokens"] for b in buckets], color=_GREY, linestyle="--",
-                label="prompt tokens")  # fmt: skip
+    tokens.plot(
+        times,
+        [b["completion_tokens"] for b in buckets],
+        color=_ORANGE,
+        marker="o",
+        markersize=3,
+        label="completion tokens",
+    )
+    tokens.plot(
+        times,
+        [b["prompt_tokens"] for b in buckets],
+        color=_GREY,
+        linestyle="--",
+        label="prompt tokens",
+    )
     tokens.set_ylabel("tokens", color=_ORANGE)
     tokens.set_ylim(bottom=0)
     _legend(ax, ax.get_legend_handles_labels()[0] + tokens.get_legend_handles_labels()[0])
@@ -90,8 +114,15 @@ def with_gaps(buckets: list[Bucket], bucket_s: float) -> list[Bucket]:
         return []
     by_start = {round(b["start"] / bucket_s): b for b in buckets}
     first, last = min(by_start), max(by_start)
-    empty = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_p50_s": None,
-             "latency_p95_s": None, "ttft_p50_s": None, "ttft_p95_s": None}  # fmt: skip
+    empty = {
+        "requests": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_p50_s": None,
+        "latency_p95_s": None,
+        "ttft_p50_s": None,
+        "ttft_p95_s": None,
+    }
     return [by_start.get(i, {**empty, "start": i * bucket_s}) for i in range(first, last + 1)]
 
 

@@ -93,15 +93,21 @@ class ResponseStore:
         if size > self.max_bytes:
             log.warning(
                 "Response %s not stored: %d bytes is over LCFIN_RESPONSE_STORE_MAX_BYTES (%d)",
-                response_id, size, self.max_bytes,
-            )  # fmt: skip
+                response_id,
+                size,
+                self.max_bytes,
+            )
             return False
         now = self.clock()
         row = {
-            "id": response_id, "owner": owner or "", "created_at": now,
-            "expires_at": now + self.ttl_s, "size_bytes": size, "body": body_json,
+            "id": response_id,
+            "owner": owner or "",
+            "created_at": now,
+            "expires_at": now + self.ttl_s,
+            "size_bytes": size,
+            "body": body_json,
             "items": items_json,
-        }  # fmt: skip
+        }
         with self.store.transaction() as tx:
             tx.execute(_PURGE, {"now": now})
             tx.execute(_INSERT, row)

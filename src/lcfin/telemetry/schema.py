@@ -29,11 +29,30 @@ __all__ = ["MIGRATIONS", "REQUEST_COLUMNS", "SCHEMA_VERSION", "migrate", "schema
 
 #: The columns of `requests`, in insert order (RequestRecord fields, plus derived ones).
 REQUEST_COLUMNS = (
-    "id", "time", "request_id", "session_id", "api_key_id", "endpoint", "model", "backend",
-    "profile", "prompt_tokens", "completion_tokens", "queue_s", "ttft_s", "latency_s",
-    "decode_tokens_per_s", "finish_reason", "status", "error_code", "error", "gpu_seconds",
-    "token_cost_usd", "hardware_cost_usd", "cost_usd",
-)  # fmt: skip
+    "id",
+    "time",
+    "request_id",
+    "session_id",
+    "api_key_id",
+    "endpoint",
+    "model",
+    "backend",
+    "profile",
+    "prompt_tokens",
+    "completion_tokens",
+    "queue_s",
+    "ttft_s",
+    "latency_s",
+    "decode_tokens_per_s",
+    "finish_reason",
+    "status",
+    "error_code",
+    "error",
+    "gpu_seconds",
+    "token_cost_usd",
+    "hardware_cost_usd",
+    "cost_usd",
+)
 
 _V1 = (
     """CREATE TABLE requests (

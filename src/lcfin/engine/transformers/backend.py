@@ -20,13 +20,12 @@ from typing import Any
 
 import torch
 
-from lcfin.engine.backend import BackendStats, Tokenizer
 from lcfin.engine.transformers.grammar import GrammarCache, RowGrammar
 from lcfin.engine.transformers.modelthread import ModelThread
 from lcfin.engine.transformers.sampling import RequestSampler
 from lcfin.engine.transformers.scheduler import Scheduler, Sequence
 from lcfin.engine.transformers.textstream import IncrementalDetokenizer, StopStringFilter
-from lcfin.engine.types import Delta, GenerationRequest
+from lcfin.engine.types import BackendStats, Delta, GenerationRequest, Tokenizer
 from lcfin.errors import ContextLengthExceeded, LcfinError, ModelLoadFailed
 
 __all__ = ["TransformersBackend"]

@@ -141,12 +141,16 @@ class Scheduler:
     ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         ids, mask, positions = prefill_inputs(prompts, self.device)
         cache = new_cache()
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1, **{self.cache_kw: cache},
-        )  # fmt: skip
+        out = self._forward(ids, mask, positions, cache)
         next_positions = positions[:, -1] + 1
         return out.logits[:, -1], cache, mask, next_positions
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> Any:
+        """One forward pass over `cache`, keeping only the last position's logits."""
+        kwargs = {"attention_mask": mask, "position_ids": positions, self.cache_kw: cache}
+        return self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **kwargs)
 
     def warm_up(self) -> None:
         """Run a small batch through prefill and two steps, so the first request is not slow."""
@@ -155,11 +159,8 @@ class Scheduler:
         warm.merge(cache, mask, positions)
         for _ in range(2):
             step_mask, step_positions = warm.step_inputs()
-            self.model(
-                input_ids=torch.zeros((2, 1), dtype=torch.long, device=self.device),
-                attention_mask=step_mask, position_ids=step_positions,
-                use_cache=True, logits_to_keep=1, **{self.cache_kw: warm.cache},
-            )  # fmt: skip
+            ids = torch.zeros((2, 1), dtype=torch.long, device=self.device)
+            self._forward(ids, step_mask, step_positions, warm.cache)
             warm.advance()
 
     # -- decoding ------------------------------------------------------------------------------
@@ -172,10 +173,7 @@ class Scheduler:
         ids = torch.tensor([[s.last_token] for s in self.rows], device=self.device)
         mask, positions = self.batch.step_inputs()
         try:
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1, **{self.cache_kw: self.batch.cache},
-            )  # fmt: skip
+            out = self._forward(ids, mask, positions, self.batch.cache)
         except Exception as exc:
             rows, self.rows, self.batch = self.rows, [], BatchKV()
             self._fail(rows, exc)

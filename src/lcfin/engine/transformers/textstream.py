@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lcfin.engine.backend import Tokenizer
+    from lcfin.engine.types import Tokenizer
 
 __all__ = ["IncrementalDetokenizer", "StopStringFilter"]
 

@@ -1,4 +1,4 @@
-"""Profile + model spec -> keyword arguments of vLLM's `AsyncEngineArgs`, and the pre-flight check.
+"""Model spec + profile -> keyword arguments of vLLM's `AsyncEngineArgs` (the fit: planner.py).
 
 Pure: nothing here imports vllm. The names and defaults are vLLM 0.33's
 (`vllm/engine/arg_utils.py::EngineArgs` / `AsyncEngineArgs`, ../shared/VLLM-NOTES.md section 2).
@@ -18,11 +18,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from lcfin.engine.profiles import HardwareProfile
+from lcfin.engine.profiles import PROFILE_OVERRIDES, HardwareProfile, effective_profile
 from lcfin.engine.warm import sleep_mode_for
-from lcfin.errors import DoesNotFit, InvalidParameter
+from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
@@ -30,11 +28,7 @@ if TYPE_CHECKING:
     from lcfin.engine.registry import ModelSpec
 
 __all__ = [
-    "PROFILE_OVERRIDES",
     "STRUCTURED_OUTPUTS",
-    "check_fits",
-    "does_not_fit",
-    "effective_profile",
     "engine_args",
     "executor_backend",
     "is_multimodal_checkpoint",
@@ -42,47 +36,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Load options that change a profile field (and so the memory plan) rather than pass through.
-PROFILE_OVERRIDES = frozenset(
-    {
-        "gpu_memory_utilization",
-        "max_model_len",
-        "enforce_eager",
-        "disable_custom_all_reduce",
-        "dtype",
-        "tensor_parallel_size",
-        "pipeline_parallel_size",
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "enable_prefix_caching",
-        "block_size",
-    }
-)
 #: Options lcfin sets itself; an override may not replace them.
 _RESERVED = frozenset({"model", "tokenizer", "download_dir", "served_model_name", "hf_token"})
 #: vLLM picks the block size itself (16, or an attention backend's preference) unless told.
 _VLLM_DEFAULT_BLOCK_SIZE = 16
 #: vLLM's `StructuredOutputsConfig`: xgrammar (a dependency of lcfin and of vLLM), compact JSON.
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
-
-
-def effective_profile(profile: HardwareProfile, overrides: dict[str, Any]) -> HardwareProfile:
-    """The profile with the profile-field overrides (`max_model_len=...`, ...) applied.
-
-    Raises:
-        InvalidParameter: an override has a value the profile does not accept.
-    """
-    updates = {k: v for k, v in overrides.items() if k in PROFILE_OVERRIDES and v is not None}
-    if not updates:
-        return profile
-    try:
-        return HardwareProfile.model_validate({**profile.model_dump(), **updates})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = str(first["loc"][0]) if first["loc"] else None
-        raise InvalidParameter(
-            f"Invalid load option for profile {profile.name}: {first['msg']}", param=param
-        ) from None
 
 
 def executor_backend(profile: HardwareProfile) -> str | None:
@@ -119,7 +78,11 @@ def _check_overrides(extra: dict[str, Any]) -> None:
 
 
 def _memory_args(
-    prof: HardwareProfile, spec: ModelSpec, settings: Settings, max_model_len: int
+    spec: ModelSpec,
+    prof: HardwareProfile,
+    settings: Settings,
+    max_model_len: int,
+    plan: MemoryPlan | None,
 ) -> dict[str, Any]:
     """GPU: a fraction of the device. vLLM's CPU build: the planner's KV cache, in bytes.
 
@@ -131,11 +94,12 @@ def _memory_args(
     """
     if prof.is_gpu:
         return {"gpu_memory_utilization": prof.gpu_memory_utilization}
-    if spec.arch is None:  # planned by VLLMBackend.load after complete_spec; a bare mapping
-        return {}
-    from lcfin.engine.planner import plan_memory
+    if plan is None:  # a bare mapping (VLLMBackend.load passes the load's plan)
+        if spec.arch is None:
+            return {}
+        from lcfin.engine.planner import plan_memory
 
-    plan = plan_memory(spec, prof, max_model_len=max_model_len, user_catalog=settings.catalog)
+        plan = plan_memory(spec, prof, max_model_len=max_model_len, user_catalog=settings.catalog)
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         log.warning(
             "VLLM_CPU_KVCACHE_SPACE=%s overrides the profile's KV cache (%.2f GiB)",
@@ -146,10 +110,11 @@ def _memory_args(
 
 
 def engine_args(
-    profile: HardwareProfile,
     spec: ModelSpec,
+    profile: HardwareProfile,
     settings: Settings,
     *,
+    plan: MemoryPlan | None = None,
     model_dir: Path | None = None,
     enable_sleep_mode: bool | None = None,
     language_model_only: bool | None = None,
@@ -158,6 +123,8 @@ def engine_args(
     """Keyword arguments for `vllm.AsyncEngineArgs` serving `spec` on `profile`.
 
     Args:
+        plan: the load's memory plan (the KV cache vLLM's CPU build is given); planned here
+            when not given.
         model_dir: the downloaded snapshot; `model` and `tokenizer` point at it (see the module
             docstring). Without it, the model's bundled/local directory or its repo id.
         enable_sleep_mode: build the engine so that it can sleep (vLLM sleep mode, the warm
@@ -184,7 +151,7 @@ def engine_args(
         "revision": None if source is not None else spec.revision,
         "download_dir": str(settings.hub_cache),
         "dtype": prof.dtype,
-        **_memory_args(prof, spec, settings, max_model_len),
+        **_memory_args(spec, prof, settings, max_model_len, plan),
         "max_model_len": max_model_len,
         "enforce_eager": prof.enforce_eager,
         "disable_custom_all_reduce": prof.disable_custom_all_reduce,
@@ -218,35 +185,3 @@ def engine_args(
     if enable_sleep_mode:
         kwargs["enable_sleep_mode"] = True
     return {**kwargs, **extra}
-
-
-def does_not_fit(plan: MemoryPlan) -> DoesNotFit:
-    """The `DoesNotFit` error for a plan that does not fit: breakdown, then what to change."""
-    per = "per GPU" if plan.on_gpu else "in RAM"
-    return DoesNotFit(
-        f"{plan.model} does not fit profile {plan.profile}: {plan.weights_gib:.1f} GiB of "
-        f"weights + {plan.activations_gib:.1f} GiB of activations + {plan.overhead_gib:.1f} GiB "
-        f"of overhead {per}, of a {plan.budget_gib:.1f} GiB budget, leaves "
-        f"{plan.kv_cache_gib:.2f} GiB for the KV cache "
-        f"(max_model_len {plan.max_model_len:,}, {plan.max_concurrency:.2f} requests)",
-        model=plan.model,
-        hint=f"{plan.reason} Or choose a smaller model (see `lcfin plan`).",
-    )
-
-
-def check_fits(
-    spec: ModelSpec, profile: HardwareProfile, settings: Settings, *, max_model_len: int | None
-) -> MemoryPlan:
-    """The memory plan of `spec` on `profile`; raises unless it fits (before vLLM starts).
-
-    Raises:
-        DoesNotFit: the plan says no; the message has the breakdown, the hint what to change.
-        InvalidParameter: the architecture is unknown or `max_model_len` is not positive.
-    """
-    from lcfin.engine.planner import plan_memory
-
-    plan = plan_memory(spec, profile, max_model_len=max_model_len, user_catalog=settings.catalog)
-    if not plan.fits:
-        raise does_not_fit(plan)
-    log.info("Pre-flight: %s", plan.reason)
-    return plan

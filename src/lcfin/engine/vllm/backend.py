@@ -34,9 +34,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcfin.engine.backend import BackendStats, KvCapacity, Tokenizer
+from lcfin.engine.loaded import KvCapacity
 from lcfin.engine.sync_bridge import LoopThread, relay
-from lcfin.engine.types import Delta, GenerationRequest
+from lcfin.engine.types import BackendStats, Delta, GenerationRequest, Tokenizer
 from lcfin.engine.vllm.mapping import (
     delta_from_output,
     finish_reason_of,
@@ -47,15 +47,16 @@ from lcfin.engine.vllm.runtime import (
     EngineLoad,
     EngineWatch,
     capacity_of,
-    nvml_used_bytes,
     stats_logger_factory,
     wait_for_release,
 )
 from lcfin.engine.vllm.sampling import control_token_ids, sampling_kwargs
 from lcfin.errors import BackendUnavailable, ContextLengthExceeded, ModelLoadFailed
+from lcfin.telemetry.gpu import nvml_used_bytes
 
 if TYPE_CHECKING:
     from lcfin.config import Settings
+    from lcfin.engine.planner import MemoryPlan
     from lcfin.engine.profiles import HardwareProfile
     from lcfin.engine.registry import ModelSpec
     from lcfin.engine.vllm.runtime import MemoryReader
@@ -120,10 +121,14 @@ class VLLMBackend:
         profile: HardwareProfile,
         settings: Settings,
         *,
+        plan: MemoryPlan | None = None,
         model_dir: Path | None = None,
         **overrides: Any,
     ) -> VLLMBackend:
         """Pre-flight with the planner, download, then start vLLM (blocking: minutes at most).
+
+        `plan` is the load's memory plan when the caller has made it (the manager does); without
+        it, the model is planned here, once.
 
         Raises:
             DoesNotFit: the planner says the model cannot fit (checked before vLLM is imported).
@@ -133,15 +138,26 @@ class VLLMBackend:
             ModelLoadFailed: vLLM could not start the engine.
         """
         from lcfin.engine.hub import resolve_model_dir
-        from lcfin.engine.switching import complete_spec
-        from lcfin.engine.vllm.args import check_fits, effective_profile, engine_args
+        from lcfin.engine.planner import check_fits, does_not_fit
+        from lcfin.engine.profiles import effective_profile
+        from lcfin.engine.registry import complete_spec
+        from lcfin.engine.vllm.args import engine_args
 
         prof = effective_profile(profile, overrides)
         spec = complete_spec(spec, settings)
-        plan = check_fits(spec, prof, settings, max_model_len=overrides.get("max_model_len"))
+        if plan is None:
+            plan = check_fits(
+                spec,
+                prof,
+                settings,
+                max_model_len=overrides.get("max_model_len"),
+                max_num_seqs=overrides.get("max_num_seqs"),
+            )
+        elif not plan.fits:
+            raise does_not_fit(plan)
         api = _vllm_api()
         path = model_dir or resolve_model_dir(spec, settings)
-        kwargs = engine_args(prof, spec, settings, model_dir=path, **overrides)
+        kwargs = engine_args(spec, prof, settings, plan=plan, model_dir=path, **overrides)
         log.info("Starting vLLM for %s with %s", spec.name, kwargs)  # no secret in kwargs
         before, started, load = nvml_used_bytes(), time.monotonic(), EngineLoad()
         try:
@@ -159,10 +175,8 @@ class VLLMBackend:
         capacity = capacity_of(engine, plan)
         tokenizer = engine.get_tokenizer()
         banned = control_token_ids(tokenizer, int(engine.model_config.get_vocab_size()))
-        log.info(
-            "vLLM serves %s (%.1fs, %.1f GiB of GPU memory): %s",
-            spec.name, time.monotonic() - started, held / 2**30, capacity.describe(),
-        )  # fmt: skip
+        took = f"{time.monotonic() - started:.1f}s, {held / 2**30:.1f} GiB of GPU memory"
+        log.info("vLLM serves %s (%s): %s", spec.name, took, capacity.describe())
         return cls(
             engine,
             model_id=spec.name,

@@ -10,7 +10,6 @@ GPU memory is read through NVML, never CUDA, so that vLLM can fork its engine.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -18,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lcfin.engine.backend import KvCapacity
+from lcfin.engine.loaded import KvCapacity
+from lcfin.telemetry.gpu import nvml_used_bytes
 
 __all__ = [
     "RELEASE_SLACK_BYTES",
@@ -26,7 +26,6 @@ __all__ = [
     "EngineWatch",
     "capacity_of",
     "death_reason",
-    "nvml_used_bytes",
     "stats_logger_factory",
     "wait_for_release",
 ]
@@ -39,29 +38,6 @@ RELEASE_SLACK_BYTES = 512 * 2**20
 WATCH_INTERVAL_S = 0.1
 
 MemoryReader = Callable[[], "int | None"]
-
-
-# -- GPU memory (NVML; never CUDA in this process) ---------------------------------------------
-
-
-def nvml_used_bytes() -> int | None:
-    """Memory in use on this process's visible GPUs, per NVML; None without NVML."""
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # no driver
-        return None
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        wanted = [int(i) for i in visible.split(",") if i.strip().isdigit()] or range(count)
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in wanted if i < count]
-        return int(sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles))
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def wait_for_release(

@@ -78,7 +78,7 @@ def structured_outputs_kwargs(params: SamplingParams) -> dict[str, Any] | None:
     """Keyword arguments for `StructuredOutputsParams`, or None for free text.
 
     The JSON is compact (no free whitespace), as on the Transformers backend: the engine is
-    built with `disable_any_whitespace` (vllm_args.STRUCTURED_OUTPUTS), because vLLM ignores
+    built with `disable_any_whitespace` (args.STRUCTURED_OUTPUTS), because vLLM ignores
     the per-request flag. A forced tool call's literal `<tool_call>` wrapper cannot be
     expressed here: the call is bare JSON, which the Qwen3 parser also accepts.
     """
