@@ -11,7 +11,7 @@ from typing import Any
 
 from lcfin.config import Settings, get_settings
 from lcfin.engine.backend import select_backend
-from lcfin.engine.fanout import Batch, Job, batch_request_ids
+from lcfin.engine.fanout import Batch, Job, batch_request_ids, check_size
 from lcfin.engine.function_calls import check_tools, with_tool_calls
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.metering import Metering
@@ -284,7 +284,7 @@ class FinancialLLM:
         source = SamplingKeywords(params) if sampling is None else sampling
         async with contextlib.AsyncExitStack() as stack:
             try:  # a request refused before it starts is counted too (see #17)
-                self._check_size(count, raw, n)
+                check_size(n, count, self._manager.capacity, raw)
                 ids = batch_request_ids(base, len(sources), n)
                 check_tools(tools, tool_choice)
                 loaded = await stack.enter_async_context(self._manager.lease(count))
@@ -297,17 +297,6 @@ class FinancialLLM:
                     self.record_rejection(exc, endpoint=endpoint, request_id=rid)
                 raise
             yield Batch(loaded, jobs, len(sources), endpoint, self._events)
-
-    def _check_size(self, count: int, raw: bool, n: int) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise InvalidParameter(f"n must be an integer >= 1, got {n!r}", param="n")
-        if count > self._manager.capacity:
-            raise InvalidParameter(
-                f"This request needs {count} generations; the server runs at most "
-                f"{self._manager.capacity} at once",
-                param="prompt" if raw else "n",
-                hint="send fewer prompts or choices per request",
-            )
 
     async def _events(
         self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
