@@ -439,6 +439,71 @@ def test_sync_then_async_then_sync_on_one_engine_and_several_loops(make_llm):
     assert llm.chat(Q, **GREEDY).text == first  # and the first loop again
 
 
+# -- n choices ----------------------------------------------------------------------------------
+
+SAMPLED = {"max_tokens": 6, "temperature": 1.0, "ignore_eos": True}
+
+
+@pytest.mark.any_backend
+def test_chat_with_n_returns_every_choice_with_usage_and_cost_summed(make_llm):
+    llm = make_llm("llama")
+
+    done = llm.chat(Q, n=3, seed=7, **SAMPLED)
+
+    first = done.choices[0]
+    assert len(done.choices) == 3
+    assert (done.text, done.finish_reason) == (first.text, first.finish_reason)
+    assert str(done) == first.text
+    assert done.usage.prompt_tokens == first.usage.prompt_tokens  # the prompt counted once
+    assert (
+        done.usage.completion_tokens
+        == 3 * 6
+        == sum(c.usage.completion_tokens for c in done.choices)
+    )
+    assert all(c.cost_usd is not None and c.cost_usd > 0 for c in done.choices)
+    assert done.cost_usd == pytest.approx(sum(c.cost_usd for c in done.choices))
+    # Each choice is its own generation and record: request id base-i.
+    assert [c.request_id for c in done.choices] == [f"{done.request_id}-{i}" for i in range(3)]
+    recorded = {r.request_id for r in llm.recent_requests()}
+    assert recorded == {c.request_id for c in done.choices}
+    # Choice i of a seeded request gets seed + i: the same text as a lone request with it.
+    for i, choice in enumerate(done.choices):
+        assert choice.text == llm.chat(Q, seed=7 + i, **SAMPLED).text
+        assert choice.choices == (choice,)
+
+
+@pytest.mark.any_backend
+@pytest.mark.asyncio
+async def test_async_twins_and_raw_completions_take_n_too(shared_llm):
+    llm = shared_llm
+
+    chat = await llm.achat(Q, n=2, **GREEDY)
+    raw = await llm.acomplete(Q, n=2, **GREEDY)
+
+    for done, single in (
+        (chat, await llm.achat(Q, **GREEDY)),
+        (raw, llm.complete(Q, n=1, **GREEDY)),
+    ):
+        assert [c.text for c in done.choices] == [single.text] * 2  # greedy: the same text
+        assert done.usage.prompt_tokens == single.usage.prompt_tokens
+        assert done.usage.completion_tokens == 2 * single.usage.completion_tokens
+        assert single.choices == (single,)  # n=1: the completion as before
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("n", [10_000, 0, -1])
+def test_n_too_large_or_below_one_is_refused_naming_n(shared_llm, n):
+    with pytest.raises(InvalidParameter) as info:
+        shared_llm.chat(Q, n=n, **GREEDY)
+    assert info.value.param == "n"
+
+
+def test_a_stream_carries_one_choice(shared_llm):
+    with pytest.raises(InvalidParameter) as info:  # not n streams interleaved without an index
+        list(shared_llm.stream(Q, n=2, **GREEDY))
+    assert info.value.param == "n"
+
+
 # -- stats, records, repr ---------------------------------------------------------------------
 
 

@@ -288,6 +288,61 @@ async def test_streamed_completion_equals_the_non_streamed_one(server: Served):
     assert streamed_usage == whole["usage"]
 
 
+async def test_chat_stream_with_n_2_carries_an_index_per_choice(server: Served):
+    whole = (await server.chat(**greedy(max_tokens=4, n=2))).json()
+
+    chunks = sse_chunks(
+        await server.chat(
+            **greedy(max_tokens=4, n=2, stream=True, stream_options={"include_usage": True})
+        )
+    )
+
+    *choice_chunks, usage_chunk = chunks
+    for chunk in chunks:
+        assert_valid(chunk, "CreateChatCompletionStreamResponse")
+    assert all(len(c["choices"]) == 1 for c in choice_chunks)  # one choice per chunk
+    by_index: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    for chunk in choice_chunks:
+        by_index[chunk["choices"][0]["index"]].append(chunk["choices"][0])
+    for index, choice in enumerate(whole["choices"]):
+        mine = by_index[index]
+        assert mine[0]["delta"] == {"role": "assistant", "content": ""}
+        assert (
+            "".join(c["delta"].get("content") or "" for c in mine) == choice["message"]["content"]
+        )
+        assert [c["finish_reason"] for c in mine if c["finish_reason"]] == [choice["finish_reason"]]
+    streamed_usage = dict(usage_chunk["usage"])
+    assert streamed_usage.pop("cost_usd") > 0
+    assert streamed_usage == whole["usage"]  # the prompt once, both choices' tokens
+
+
+async def test_completion_stream_of_two_prompts_with_n_2_indexes_them_in_prompt_order(
+    server: Served,
+):
+    body = {
+        "model": server.model,
+        "prompt": [PROMPT, "Basel III is"],
+        "n": 2,
+        **greedy(max_tokens=3),
+    }
+    whole = (await server.client.post("/v1/completions", json=body)).json()
+
+    r = await server.client.post(
+        "/v1/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
+
+    *choice_chunks, usage_chunk = sse_chunks(r)
+    texts: dict[int, str] = {}
+    for chunk in choice_chunks:
+        (choice,) = chunk["choices"]
+        texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert texts == {c["index"]: c["text"] for c in whole["choices"]}
+    assert sorted(texts) == [0, 1, 2, 3]
+    streamed_usage = dict(usage_chunk["usage"])
+    assert streamed_usage.pop("cost_usd") > 0
+    assert streamed_usage == whole["usage"]  # each prompt once, all four choices' tokens
+
+
 # -- completions with several prompts --------------------------------------------------------
 
 

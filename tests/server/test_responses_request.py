@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from lcfin.engine.types import ResponseFormat, SamplingParams
 from lcfin.errors import InvalidParameter
 from lcfin.server.responses_request import CreateResponse
 
@@ -204,11 +205,21 @@ def test_wrong_types_and_ranges_fail_validation(body: dict[str, Any], loc: str) 
     assert caught.value.errors()[0]["loc"][0] == loc
 
 
-def test_core_kwargs_for_plain_text() -> None:
+def test_sampling_params_for_plain_text() -> None:
     req = request(max_output_tokens=32, temperature=0, top_p=0.9)
 
-    assert req.core_kwargs() == {"max_tokens": 32, "temperature": 0, "top_p": 0.9}
-    assert request().core_kwargs() == {"max_tokens": None}  # no limit, as the spec's default
+    assert req.to_sampling_params({}) == SamplingParams(max_tokens=32, temperature=0, top_p=0.9)
+    # not given: the model's defaults; max_output_tokens: no limit, as the spec's default
+    defaults = {"temperature": 0.6, "top_k": 20}
+    assert request().to_sampling_params(defaults) == SamplingParams(
+        max_tokens=None, temperature=0.6, top_k=20
+    )
+    assert req.to_sampling_params(defaults).temperature == 0  # given beats the default
+    assert req.generation([{"role": "user", "content": "x"}]).tools is None
+
+
+def response_format(req: CreateResponse) -> ResponseFormat | None:
+    return req.to_sampling_params({}).response_format
 
 
 def test_text_format_becomes_the_cores_response_format() -> None:
@@ -217,35 +228,32 @@ def test_text_format_becomes_the_cores_response_format() -> None:
                                       "strict": True}})  # fmt: skip
     loose = request(text={"format": {"type": "json_schema", "schema": schema}})
 
-    assert strict.core_kwargs()["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "A", "schema": schema, "strict": True},
-    }
-    assert loose.core_kwargs()["response_format"]["json_schema"] == {
-        "name": "output",
-        "schema": schema,
-    }
-    assert request(text={"format": {"type": "json_object"}}).core_kwargs()["response_format"] == {
-        "type": "json_object"
-    }
-    assert "response_format" not in request(text={"format": {"type": "text"}}).core_kwargs()
-    with pytest.raises(InvalidParameter) as caught:
-        request(text={"format": {"type": "json_schema", "name": "A"}}).core_kwargs()
+    assert response_format(strict) == ResponseFormat.parse(
+        {"type": "json_schema", "json_schema": {"name": "A", "schema": schema, "strict": True}}
+    )
+    assert response_format(loose) == ResponseFormat.parse(
+        {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    )
+    assert response_format(request(text={"format": {"type": "json_object"}})) == ResponseFormat()
+    assert response_format(request(text={"format": {"type": "text"}})) is None
+    with pytest.raises(InvalidParameter) as caught:  # refused before anything is generated
+        request(text={"format": {"type": "json_schema", "name": "A"}}).generation([])
     assert caught.value.param == "text.format.schema"
 
 
 def test_function_tools_become_the_cores_tools() -> None:
     req = request(tools=[PRICE, LCR], tool_choice={"type": "function", "name": "lcr"})
 
-    kwargs = req.core_kwargs()
+    gen = req.generation([])
 
-    assert kwargs["tools"] == [
+    assert gen.tools == [
         {"type": "function", "function": {k: PRICE[k] for k in ("name", "description",
                                                                   "parameters")}},
         {"type": "function", "function": {"name": "lcr"}},
     ]  # fmt: skip
-    assert kwargs["tool_choice"] == {"type": "function", "function": {"name": "lcr"}}
-    assert request(tools=[PRICE], tool_choice="none").core_kwargs()["tool_choice"] == "none"
+    assert gen.tool_choice == {"type": "function", "function": {"name": "lcr"}}
+    none = request(tools=[PRICE], tool_choice="none").generation([{"role": "user", "content": "x"}])
+    assert none.tool_choice == "none"
 
 
 def test_allowed_tools_narrow_the_tools_and_set_the_mode() -> None:
@@ -253,10 +261,10 @@ def test_allowed_tools_narrow_the_tools_and_set_the_mode() -> None:
                                                                        "name": "lcr"}]}  # fmt: skip
     req = request(tools=[PRICE, LCR], tool_choice=choice)
 
-    kwargs = req.core_kwargs()
+    gen = req.generation([])
 
-    assert [t["function"]["name"] for t in kwargs["tools"]] == ["lcr"]
-    assert kwargs["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in gen.tools or []] == ["lcr"]
+    assert gen.tool_choice == "required"
 
 
 @pytest.mark.parametrize(
@@ -276,7 +284,7 @@ def test_allowed_tools_narrow_the_tools_and_set_the_mode() -> None:
 def test_other_tool_choices_are_refused(choice: Any) -> None:
     req = request(tools=[PRICE], tool_choice=choice)
     with pytest.raises(InvalidParameter) as caught:
-        req.core_kwargs()
+        req.generation([])
     assert caught.value.param == "tool_choice"
 
 
@@ -284,7 +292,7 @@ def test_logprobs_from_include_or_top_logprobs() -> None:
     assert request().logprobs is None
     assert request(include=["message.output_text.logprobs"]).logprobs == 0
     assert request(top_logprobs=3).logprobs == 3
-    assert request(top_logprobs=2).core_kwargs()["logprobs"] == 2
+    assert request(top_logprobs=2).to_sampling_params({}).logprobs == 2
 
 
 def test_parallel_tool_calls_default_to_true() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from lcfin.cli.options import JsonOpt, err, out, print_json
+
+if TYPE_CHECKING:
+    from lcfin.loadgen import BenchReport
 
 __all__ = ["register"]
 
@@ -49,29 +52,34 @@ def bench(
     if json_out:
         print_json(report.to_dict())
     else:
-        table = Table(title=f"lcfin bench: {url}")
-        for col in ("metric", "mean", "p50", "p95", "p99"):
-            table.add_column(col, justify="right" if col != "metric" else "left")
-        for name, stats in (
-            ("time to first token (ms)", report.ttft_s),
-            ("inter-token latency (ms)", report.itl_s),
-            ("end-to-end latency (ms)", report.latency_s),
-        ):
-            table.add_row(name, *(_ms(stats[k]) for k in ("mean", "p50", "p95", "p99")))
-        out.print(table)
-        out.print(
-            f"{report.completed} ok, {report.errors} errors in {report.wall_s:.2f}s: "
-            f"{report.requests_per_s:.2f} req/s, {report.output_tokens_per_s:.1f} output tok/s"
-        )
-        if report.prompt_echoes:
-            out.print(
-                f"{report.prompt_echoes} streams began by repeating the prompt: "
-                "that chunk is not counted as the first token"
-            )
-        for sample in report.error_samples:
-            err.print(f"[red]error:[/] {sample}")
+        _print_report(report, url)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _print_report(report: BenchReport, url: str) -> None:
+    """The latency table, the throughput line, and what went wrong."""
+    table = Table(title=f"lcfin bench: {url}")
+    for col in ("metric", "mean", "p50", "p95", "p99"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for name, stats in (
+        ("time to first token (ms)", report.ttft_s),
+        ("inter-token latency (ms)", report.itl_s),
+        ("end-to-end latency (ms)", report.latency_s),
+    ):
+        table.add_row(name, *(_ms(stats[k]) for k in ("mean", "p50", "p95", "p99")))
+    out.print(table)
+    out.print(
+        f"{report.completed} ok, {report.errors} errors in {report.wall_s:.2f}s: "
+        f"{report.requests_per_s:.2f} req/s, {report.output_tokens_per_s:.1f} output tok/s"
+    )
+    if report.prompt_echoes:
+        out.print(
+            f"{report.prompt_echoes} streams began by repeating the prompt: "
+            "that chunk is not counted as the first token"
+        )
+    for sample in report.error_samples:
+        err.print(f"[red]error:[/] {sample}")
 
 
 def register(app: typer.Typer) -> None:

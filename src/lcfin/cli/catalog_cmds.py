@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -10,6 +10,9 @@ from rich.table import Table
 
 from lcfin.cli.options import JsonOpt, ProfileOpt, err, out, print_json
 from lcfin.errors import EXIT_DOES_NOT_FIT, LcfinError
+
+if TYPE_CHECKING:
+    from lcfin import HardwareProfile, ModelSpec, Settings
 
 # The core is imported inside each command, so `lcfin --help` stays fast (S2).
 
@@ -24,35 +27,41 @@ def _params(n: int | None) -> str:
 
 def models(json_out: JsonOpt = False) -> None:
     """List the model catalog: repo, size, cached on disk, and which profiles it fits."""
-    from lcfin import Settings, is_cached, list_models, list_profiles, plan_memory
+    from lcfin import Settings, list_models, list_profiles
     from lcfin.engine.types import DEMO_NOTICE
 
     settings = Settings()
     profiles = list_profiles(settings.catalog)
-    rows: list[dict[str, Any]] = []
-    for alias, spec in list_models(settings.catalog).items():
-        fits: dict[str, bool | None] = {}
-        for pname, profile in profiles.items():
-            try:
-                fits[pname] = plan_memory(spec, profile).fits
-            except LcfinError:
-                fits[pname] = None
-        rows.append(
-            {
-                "alias": alias,
-                "repo_id": spec.repo_id,
-                "params": spec.param_count(),
-                "demo": spec.demo,
-                "description": spec.description,
-                "cached": is_cached(spec, settings),
-                "fits": fits,
-            }
-        )
+    specs = list_models(settings.catalog)
+    rows = [_model_row(alias, spec, profiles, settings) for alias, spec in specs.items()]
     if json_out:
         print_json(rows)
         return
     out.print(_models_table(rows))
     err.print(f"[dim]{DEMO_NOTICE}[/]")
+
+
+def _model_row(
+    alias: str, spec: ModelSpec, profiles: dict[str, HardwareProfile], settings: Settings
+) -> dict[str, Any]:
+    """One catalog entry: repo, size, cached or not, and whether it fits each profile."""
+    from lcfin import is_cached, plan_memory
+
+    fits: dict[str, bool | None] = {}
+    for pname, profile in profiles.items():
+        try:
+            fits[pname] = plan_memory(spec, profile).fits
+        except LcfinError:
+            fits[pname] = None
+    return {
+        "alias": alias,
+        "repo_id": spec.repo_id,
+        "params": spec.param_count(),
+        "demo": spec.demo,
+        "description": spec.description,
+        "cached": is_cached(spec, settings),
+        "fits": fits,
+    }
 
 
 def _models_table(rows: list[dict[str, Any]]) -> Table:

@@ -16,6 +16,8 @@ from lcfin.cli.options import ModelOpt, ProfileOpt, err, out
 from lcfin.errors import BackendUnavailable, ModelLoadFailed, PortUnavailable
 
 if TYPE_CHECKING:
+    import httpx
+
     from lcfin import FinancialLLM, Settings
 
 __all__ = ["bind", "register"]
@@ -217,26 +219,33 @@ def switch(
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             raise_for_status(client.post("/load-model", params={"model_name": model}))
-            started = time.monotonic()
-            with err.status(f"Loading {model} on {base} ...") as status:
-                while time.monotonic() - started < timeout:
-                    state = client.get("/loading-status").json()
-                    status.update(
-                        f"Loading {model}: {state['status']} ({time.monotonic() - started:.0f}s)"
-                    )
-                    if state["status"] == "ready" and state["current_model"] == model:
-                        out.print(f"{model} is ready ({state['load_time_seconds']}s to load)")
-                        return
-                    if state["status"] == "failed":
-                        raise ModelLoadFailed(
-                            f"The server failed to load {model}: {state['error']}"
-                        )
-                    time.sleep(0.5)
+            if _follow_load(client, model, base, timeout):
+                return
     except httpx.HTTPError as exc:
         raise BackendUnavailable(f"Could not reach {base}: {type(exc).__name__}") from None
     raise BackendUnavailable(
         f"{model} was not ready after {timeout:.0f}s", hint="see /loading-status"
     )
+
+
+def _follow_load(client: httpx.Client, model: str, base: str, timeout: float) -> bool:
+    """Poll /loading-status until `model` is ready (True) or `timeout` passes (False).
+
+    Raises:
+        ModelLoadFailed: the server reports the load failed.
+    """
+    started = time.monotonic()
+    with err.status(f"Loading {model} on {base} ...") as status:
+        while time.monotonic() - started < timeout:
+            state = client.get("/loading-status").json()
+            status.update(f"Loading {model}: {state['status']} ({time.monotonic() - started:.0f}s)")
+            if state["status"] == "ready" and state["current_model"] == model:
+                out.print(f"{model} is ready ({state['load_time_seconds']}s to load)")
+                return True
+            if state["status"] == "failed":
+                raise ModelLoadFailed(f"The server failed to load {model}: {state['error']}")
+            time.sleep(0.5)
+    return False
 
 
 def register(app: typer.Typer) -> None:

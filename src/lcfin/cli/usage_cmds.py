@@ -13,6 +13,7 @@ from lcfin.cli.options import JsonOpt, err, out, print_json
 from lcfin.errors import InvalidParameter, LcfinError
 
 if TYPE_CHECKING:
+    from lcfin.telemetry.analytics import AnalyticsQuery
     from lcfin.telemetry.ledger import UsageLedger
 
 __all__ = ["register"]
@@ -169,11 +170,7 @@ def usage(
 
     query = AnalyticsQuery.parse(window, model, key)
     fixed = _fixed_bucket(bucket)  # bad options fail before the ledger is opened
-    ledger = _open(db, url)
-    try:
-        rows, uptime = ledger.requests(query.ledger_query()), ledger.uptime(query.ledger_query())
-    finally:
-        ledger.close()
+    rows, uptime = _read(db, url, query)
     bucket_s = _bucket_s(fixed, rows)
     reports = {
         "performance": performance_report(rows, uptime, query),
@@ -186,6 +183,17 @@ def usage(
         print_json(reports)
     else:
         _render(reports)
+
+
+def _read(
+    db: Path | None, url: str | None, query: AnalyticsQuery
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ledger's requests and uptime for `query`."""
+    ledger = _open(db, url)
+    try:
+        return ledger.requests(query.ledger_query()), ledger.uptime(query.ledger_query())
+    finally:
+        ledger.close()
 
 
 def _plot(reports: dict[str, dict[str, Any]], path: Path, bucket_s: float) -> None:

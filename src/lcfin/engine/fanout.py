@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lcfin.engine.types import Admission, Completion, Delta, GenerationRequest
+from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from lcfin.engine.manager import LoadedModel
 
-__all__ = ["Batch", "Job", "batch_request_ids"]
+__all__ = ["Batch", "Job", "batch_request_ids", "check_size"]
 
 Event = Delta | Completion
 
@@ -49,6 +50,22 @@ def batch_request_ids(base: str, prompts: int, n: int) -> list[str]:
     if prompts == 1:
         return [f"{base}-{i}" for i in range(n)]
     return [f"{base}-{p}-{i}" for p in range(prompts) for i in range(n)]
+
+
+def check_size(n: int, count: int, capacity: int, raw: bool) -> None:
+    """Refuse n below 1, or `count` generations when the server runs at most `capacity`.
+
+    Raises:
+        InvalidParameter: naming `n`, or `prompt` for a list of raw prompts.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise InvalidParameter(f"n must be an integer >= 1, got {n!r}", param="n")
+    if count > capacity:
+        raise InvalidParameter(
+            f"This request needs {count} generations; the server runs at most {capacity} at once",
+            param="prompt" if raw else "n",
+            hint="send fewer prompts or choices per request",
+        )
 
 
 #: Runs one job on the leased model: FinancialLLM._events(loaded, job, endpoint, cancelled).

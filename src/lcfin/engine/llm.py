@@ -11,17 +11,24 @@ from typing import Any
 
 from lcfin.config import Settings, get_settings
 from lcfin.engine.backend import select_backend
-from lcfin.engine.fanout import Batch, Job, batch_request_ids
+from lcfin.engine.fanout import Batch, Job, batch_request_ids, check_size
 from lcfin.engine.function_call_stream import stream_function_calls
 from lcfin.engine.function_calls import check_tools
 from lcfin.engine.manager import LoadedModel, ModelManager, ModelStatus
 from lcfin.engine.metering import Metering
-from lcfin.engine.prepare import Prompt, final, prepare_jobs, question_messages
+from lcfin.engine.prepare import Prompt, SamplingKeywords, prepare_jobs, question_messages
 from lcfin.engine.profiles import HardwareProfile, load_profile, profile_for_backend
 from lcfin.engine.registry import ModelSpec, get_model
 from lcfin.engine.structured import parse_output, response_format_for
 from lcfin.engine.sync_bridge import LoopThread
-from lcfin.engine.types import BackendStats, Completion, Delta, new_request_id
+from lcfin.engine.types import (
+    BackendStats,
+    Completion,
+    Delta,
+    SamplingSource,
+    collect,
+    new_request_id,
+)
 from lcfin.errors import InvalidParameter, LcfinError
 from lcfin.telemetry.meter import RecordLabels
 from lcfin.telemetry.records import RequestRecord
@@ -214,7 +221,7 @@ class FinancialLLM:
         tool_choice: str | dict[str, Any] | None = None,
         **params: Any,
     ) -> AsyncIterator[Delta | Completion]:
-        """Stream `Delta`s, then one final `Completion` (the building block of the others).
+        """Stream `Delta`s, then one final `Completion` (what the `stream` methods build on).
 
         Give chat `messages` (a str is one user message) or a raw `prompt`. With OpenAI
         `tools`, the final `Completion.tool_calls` holds the calls parsed from the reply;
@@ -228,8 +235,8 @@ class FinancialLLM:
             Overloaded: max_num_seqs + LCFIN_MAX_WAITING requests are already in flight.
             RequestTimeout: the generation ran past LCFIN_REQUEST_TIMEOUT (aborted).
         """
-        if (messages is None) == (prompt is None):
-            exc = InvalidParameter("give either messages or prompt", param="messages")
+        if (messages is None) == (prompt is None) or params.get("n", 1) != 1:
+            exc = _one_stream_error(messages, prompt)
             self.record_rejection(exc, endpoint=endpoint, request_id=request_id)
             raise exc
         source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
@@ -252,14 +259,17 @@ class FinancialLLM:
         request_id: str | None = None,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
+        sampling: SamplingSource | None = None,
         **params: Any,
     ) -> AsyncIterator[Batch]:
         """Several generations admitted as one: `n` choices of each source, all or none.
 
-        `sources` are conversations, or raw prompts with `raw=True`. Choice i of a seeded
-        request gets seed + i. Places for every generation are leased at once, every prompt is
-        rendered (off the loop) before any starts, and `Batch.admission` says what they may use
-        at most; `Batch.events()` runs them and cancels the rest when one fails. A request
+        `sources` are conversations, or raw prompts with `raw=True`. Sampling comes from the
+        keyword `params`, or from `sampling` (the server's request models), over the model's
+        own defaults. Choice i of a seeded request gets seed + i. Places for every generation
+        are leased at once, every prompt is rendered (off the loop) before any starts, and
+        `Batch.admission` says what they may use at most; `Batch.events()` runs them and
+        cancels the rest when one fails. A request
         refused here is recorded (finish reason `rejected`): once per generation it asked for,
         or once when it asks for more than the server ever runs.
 
@@ -270,30 +280,24 @@ class FinancialLLM:
             ContextLengthExceeded, BackendUnavailable, ModelLoading: as `astream_events`.
         """
         count, base = len(sources) * n, request_id or new_request_id()
+        if sampling is not None and params:
+            raise TypeError("give sampling= or keyword parameters, not both")
+        source = SamplingKeywords(params) if sampling is None else sampling
         async with contextlib.AsyncExitStack() as stack:
             try:  # a request refused before it starts is counted too (see #17)
-                self._check_size(count, raw)
+                check_size(n, count, self._manager.capacity, raw)
                 ids = batch_request_ids(base, len(sources), n)
                 check_tools(tools, tool_choice)
                 loaded = await stack.enter_async_context(self._manager.lease(count))
                 jobs = await asyncio.to_thread(
-                    prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, params
+                    prepare_jobs, loaded, sources, raw, n, ids, truncate, tools, tool_choice, source
                 )
             except LcfinError as exc:  # one record per generation; one for a request too big
-                fits = count <= self._manager.capacity
+                fits = 0 < count <= self._manager.capacity
                 for rid in batch_request_ids(base, len(sources), n) if fits else [base]:
                     self.record_rejection(exc, endpoint=endpoint, request_id=rid)
                 raise
             yield Batch(loaded, jobs, len(sources), endpoint, self._events)
-
-    def _check_size(self, count: int, raw: bool) -> None:
-        if count > self._manager.capacity:
-            raise InvalidParameter(
-                f"This request needs {count} generations; the server runs at most "
-                f"{self._manager.capacity} at once",
-                param="prompt" if raw else "n",
-                hint="send fewer prompts or choices per request",
-            )
 
     async def _events(
         self, loaded: LoadedModel, job: Job, endpoint: str, cancelled: asyncio.Event
@@ -317,11 +321,14 @@ class FinancialLLM:
                 yield event.text
 
     async def achat(
-        self, messages: Prompt, *, json_schema: Any = None, **params: Any
+        self, messages: Prompt, *, n: int = 1, json_schema: Any = None, **params: Any
     ) -> Completion:
         """Answer a conversation; returns the full `Completion` (text, usage, finish reason).
 
         Args:
+            n: how many choices to generate (choice i of a seeded request gets seed + i). The
+                `Completion` returned is choice 0's, with usage and cost summed over all of
+                them; `Completion.choices` holds every one.
             json_schema: a JSON Schema dict or a pydantic model class; the reply is decoded
                 under it and `Completion.parsed` holds the parsed dict or model instance.
                 `response_format=` (OpenAI's dict) constrains without parsing.
@@ -330,14 +337,26 @@ class FinancialLLM:
             OutputTruncated: with `json_schema`, the reply was cut by max_tokens.
         """
         if json_schema is None:
-            return await final(self.astream_events(messages, **params))
+            return await self._agenerate(messages, False, n, params)
         params["response_format"] = response_format_for(json_schema)
-        done = await final(self.astream_events(messages, **params))
-        return dataclasses.replace(done, parsed=parse_output(done, json_schema))
+        done = await self._agenerate(messages, False, n, params)
+        parsed = [dataclasses.replace(c, parsed=parse_output(c, json_schema)) for c in done.choices]
+        return Completion.of_choices(parsed, n, done.request_id)
 
-    async def acomplete(self, prompt: str, **params: Any) -> Completion:
-        """Complete a raw prompt (no chat template)."""
-        return await final(self.astream_events(prompt=prompt, **params))
+    async def acomplete(self, prompt: str, *, n: int = 1, **params: Any) -> Completion:
+        """Complete a raw prompt (no chat template); `n` as in `achat`."""
+        return await self._agenerate(prompt, True, n, params)
+
+    async def _agenerate(
+        self, source: Prompt, raw: bool, n: int, params: dict[str, Any]
+    ) -> Completion:
+        """The `n` choices of one conversation or raw prompt, as one `Completion`."""
+        rid = params.pop("request_id", None) or new_request_id()
+        async with (
+            self.abatch([source], raw=raw, n=n, request_id=rid, **params) as batch,
+            contextlib.aclosing(batch.events()) as events,
+        ):
+            return Completion.of_choices(await collect(events), n, rid)
 
     async def aask(self, question: str, *, system: str | None = None, **params: Any) -> str:
         """Ask one question; returns the answer's text."""
@@ -345,13 +364,15 @@ class FinancialLLM:
 
     # -- generation: sync twins (safe inside Jupyter's running loop) ------------------------
 
-    def chat(self, messages: Prompt, *, json_schema: Any = None, **params: Any) -> Completion:
+    def chat(
+        self, messages: Prompt, *, n: int = 1, json_schema: Any = None, **params: Any
+    ) -> Completion:
         """Sync twin of `achat`."""
-        return self._loop.run(self.achat(messages, json_schema=json_schema, **params))
+        return self._loop.run(self.achat(messages, n=n, json_schema=json_schema, **params))
 
-    def complete(self, prompt: str, **params: Any) -> Completion:
+    def complete(self, prompt: str, *, n: int = 1, **params: Any) -> Completion:
         """Sync twin of `acomplete`."""
-        return self._loop.run(self.acomplete(prompt, **params))
+        return self._loop.run(self.acomplete(prompt, n=n, **params))
 
     def ask(self, question: str, *, system: str | None = None, **params: Any) -> str:
         """Sync twin of `aask`."""
@@ -396,6 +417,15 @@ class FinancialLLM:
             endpoint,
         )
         return self._metering.reject(labels, exc, code)
+
+
+def _one_stream_error(messages: object, prompt: object) -> InvalidParameter:
+    """What `astream_events` refuses: both or neither of messages and prompt, or n > 1."""
+    if (messages is None) == (prompt is None):
+        return InvalidParameter("give either messages or prompt", param="messages")
+    return InvalidParameter(
+        "a stream carries one choice; use chat(..., n=...) for several", param="n"
+    )
 
 
 def _spec_or_none(llm: FinancialLLM) -> ModelSpec | None:

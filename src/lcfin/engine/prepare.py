@@ -8,7 +8,8 @@ the event loop keeps answering (see #16).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lcfin.engine.chat import (
@@ -21,7 +22,12 @@ from lcfin.engine.chat import (
 )
 from lcfin.engine.fanout import Job
 from lcfin.engine.function_calls import forced_call_format, tools_enabled
-from lcfin.engine.types import Completion, Delta, GenerationRequest, Message, SamplingParams
+from lcfin.engine.types import (
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    SamplingSource,
+)
 from lcfin.errors import InvalidParameter
 
 if TYPE_CHECKING:
@@ -29,30 +35,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Prompt",
-    "final",
+    "SamplingKeywords",
     "prepare_jobs",
     "question_messages",
     "render_prompt",
     "sampling_for",
 ]
 
-_PARAM_NAMES = {f.name for f in dataclasses.fields(SamplingParams)}
 #: Chat messages (a str is one user message), or a raw prompt.
 Prompt = str | Sequence[Message]
 
 
-def sampling_for(loaded: LoadedModel, params: dict[str, Any]) -> SamplingParams:
-    """`SamplingParams` from keyword parameters over the model's own defaults.
+@dataclass(frozen=True)
+class SamplingKeywords:
+    """The library's keyword parameters (`llm.chat(..., temperature=0)`) as a `SamplingSource`."""
+
+    params: Mapping[str, Any]
+
+    def to_sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """The keywords over `defaults`.
+
+        Raises:
+            InvalidParameter: an unknown parameter or a bad value.
+        """
+        return SamplingParams.over(defaults, self.params)
+
+
+def sampling_for(loaded: LoadedModel, source: SamplingSource) -> SamplingParams:
+    """`SamplingParams` from `source` over the model's own defaults.
 
     Raises:
         InvalidParameter: an unknown parameter or a bad value.
     """
-    unknown = sorted(set(params) - _PARAM_NAMES)
-    if unknown:
-        raise InvalidParameter(f"Unknown parameter(s): {', '.join(unknown)}", param=unknown[0])
-    defaults = getattr(loaded.backend, "default_sampling", {})
-    given = {k: v for k, v in params.items() if v is not None or k == "max_tokens"}
-    return SamplingParams(**{**defaults, **given})
+    return source.to_sampling_params(getattr(loaded.backend, "default_sampling", {}))
 
 
 def render_prompt(
@@ -113,27 +128,26 @@ def prepare_jobs(
     truncate: bool,
     tools: list[dict[str, Any]] | None,
     tool_choice: str | dict[str, Any] | None,
-    params: dict[str, Any],
+    sampling: SamplingSource,
 ) -> list[Job]:
     """The n jobs of each source (rendered once; choice i gets seed + i), named by `ids`."""
     fmt = loaded.spec.tool_call_format
+    first = sampling_for(loaded, sampling)  # validates the seed (and wraps it to 64 bits)
     forced = forced_call_format(tools, tool_choice, fmt)
     if forced is not None:
-        params = {**params, "response_format": forced}
+        first = dataclasses.replace(first, response_format=forced)
     shown = tools if tools_enabled(tools, tool_choice) else None
     jobs: list[Job] = []
-    first = sampling_for(loaded, params)  # validates the seed (and wraps it to 64 bits)
-    seed = first.seed if params.get("seed") is not None else None
     samplings = [first] * n  # unseeded choices differ by themselves
-    if seed is not None:  # choice i gets seed + i, wrapped too
-        samplings[1:] = [sampling_for(loaded, {**params, "seed": seed + i}) for i in range(1, n)]
+    if first.seed is not None:  # choice i gets seed + i, wrapped too
+        samplings[1:] = [dataclasses.replace(first, seed=first.seed + i) for i in range(1, n)]
     for source in sources:
         messages, prompt = (None, str(source)) if raw else (source, None)
         rendered = render_prompt(loaded, messages, prompt, samplings[0], truncate, shown)
-        for sampling in samplings:
+        for params in samplings:
             request = GenerationRequest(
                 rendered.token_ids,
-                sampling,
+                params,
                 ids[len(jobs)],
                 rendered.text,
                 extra_stops=rendered.extra_stops,
@@ -146,13 +160,3 @@ def question_messages(text: str, system: str | None) -> list[Message]:
     """One user question, after an optional system prompt."""
     msgs: list[Message] = [{"role": "system", "content": system}] if system else []
     return [*msgs, {"role": "user", "content": text}]
-
-
-async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
-    """The `Completion` that ends a stream of events."""
-    result: Completion | None = None
-    async for event in events:
-        if isinstance(event, Completion):
-            result = event
-    assert result is not None  # a generation always ends with a Completion
-    return result

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -21,11 +23,14 @@ __all__ = [
     "Message",
     "ResponseFormat",
     "SamplingParams",
+    "SamplingSource",
     "Timings",
     "TokenLogprob",
     "Tokenizer",
     "ToolCallDelta",
     "Usage",
+    "collect",
+    "final",
     "new_request_id",
 ]
 
@@ -193,6 +198,37 @@ class SamplingParams:
         """Whether decoding is deterministic argmax."""
         return self.temperature == 0 or self.top_k == 1
 
+    @classmethod
+    def over(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> SamplingParams:
+        """The `given` parameters over `defaults` (the model's generation_config).
+
+        A None value is "not given" and falls back to the default, except `max_tokens`,
+        whose None means "as many as the context allows".
+
+        Raises:
+            InvalidParameter: an unknown parameter name, or a bad value.
+        """
+        unknown = sorted(set(given) - _SAMPLING_NAMES)
+        if unknown:
+            raise InvalidParameter(f"Unknown parameter(s): {', '.join(unknown)}", param=unknown[0])
+        values = {k: v for k, v in given.items() if v is not None or k == "max_tokens"}
+        return cls(**{**defaults, **values})
+
+
+_SAMPLING_NAMES = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+
+
+class SamplingSource(Protocol):
+    """What the core turns into `SamplingParams` once it knows the model's defaults.
+
+    The server's request models are sampling sources (as vLLM's are: `to_sampling_params`
+    on the request); the library's keyword parameters are wrapped in one.
+    """
+
+    def to_sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """`SamplingParams` over `defaults` (the model's generation_config values)."""
+        ...
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -322,18 +358,76 @@ class Completion:
     parsed: Any = None
     #: Function calls the model made (`ToolCall`s), when the request had tools.
     tool_calls: tuple[Any, ...] | None = None
+    #: Every choice of a request for n > 1 (see `choices`); empty for a single one.
+    all_choices: tuple[Completion, ...] = field(default=(), repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.text
 
     @property
+    def choices(self) -> tuple[Completion, ...]:
+        """Every choice of the request, in order: just this completion unless n > 1."""
+        return self.all_choices or (self,)
+
+    @classmethod
+    def of_choices(
+        cls, choices: Sequence[Completion], n: int = 1, request_id: str | None = None
+    ) -> Completion:
+        """One completion for a request's choices, `n` per prompt (as OpenAI reports them).
+
+        Choice 0's text, finish reason, logprobs and tool calls; usage counts each prompt
+        once and every choice's completion tokens; the cost is the sum; the timings span
+        them all. A single choice is returned as it is.
+        """
+        if len(choices) == 1:
+            return choices[0]
+        first = choices[0]
+        ttfts = [c.timings.time_to_first_token_s for c in choices]
+        return dataclasses.replace(
+            first,
+            usage=Usage(
+                sum(c.usage.prompt_tokens for c in choices[::n]),
+                sum(c.usage.completion_tokens for c in choices),
+            ),
+            request_id=request_id or first.request_id,
+            timings=Timings(
+                min(c.timings.queue_s for c in choices),
+                min((t for t in ttfts if t is not None), default=None),
+                max(c.timings.total_s for c in choices),
+            ),
+            cost_usd=None
+            if all(c.cost_usd is None for c in choices)
+            else sum(c.cost_usd or 0.0 for c in choices),
+            all_choices=tuple(choices),
+        )
+
+    @property
     def decode_tokens_per_s(self) -> float | None:
-        """Generation speed after the first token; None when fewer than two tokens."""
+        """Generation speed after the first token (of all choices); None under two tokens."""
         ttft = self.timings.time_to_first_token_s
         decode_s = self.timings.total_s - (ttft or 0.0)
         if ttft is None or self.usage.completion_tokens < 2 or decode_s <= 0:
             return None
         return (self.usage.completion_tokens - 1) / decode_s
+
+
+async def collect(events: AsyncIterator[tuple[int, Delta | Completion]]) -> list[Completion]:
+    """The final `Completion` of every generation of a batch's events, in index order."""
+    finals: dict[int, Completion] = {}
+    async for index, event in events:
+        if isinstance(event, Completion):
+            finals[index] = event
+    return [finals[i] for i in sorted(finals)]
+
+
+async def final(events: AsyncIterator[Delta | Completion]) -> Completion:
+    """The `Completion` that ends one generation's events."""
+    result: Completion | None = None
+    async for event in events:
+        if isinstance(event, Completion):
+            result = event
+    assert result is not None  # a generation always ends with a Completion
+    return result
 
 
 # -- what backends share with the core -----------------------------------------------------

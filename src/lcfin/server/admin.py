@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from lcfin.engine.types import Completion, collect
 from lcfin.errors import Conflict, ContextLengthExceeded, InvalidParameter, LcfinError
 from lcfin.server.limits import check_text
 from lcfin.server.protocol import InferenceRequest
@@ -197,23 +198,9 @@ async def loading_status(request: Request) -> Response:
     )
 
 
-async def inference(request: Request) -> Response:
-    """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
-    from lcfin.server.admission import collect, generation_events
-    from lcfin.server.openai import cost_header, read_json
-
-    with counted(request.app.state.llm, "/inference"):
-        req = InferenceRequest.model_validate(await read_json(request))
-        check_text(req.prompt, "prompt")
-    events = generation_events(
-        request, [req.prompt], endpoint="/inference", max_tokens=req.max_new_tokens,
-        temperature=req.temperature,
-    )  # fmt: skip
-    try:
-        (done,) = await collect(events)
-    except ContextLengthExceeded as exc:  # in this route's words: prompt, max_new_tokens
-        raise exc.renamed(prompt="prompt", max_tokens="max_new_tokens") from None
-    body: dict[str, Any] = {
+def _inference_body(done: Completion) -> dict[str, Any]:
+    """The seed's /inference answer."""
+    return {
         "response": done.text,
         "model_used": done.model,
         "finish_reason": done.finish_reason,
@@ -227,7 +214,22 @@ async def inference(request: Request) -> Response:
             "total_s": done.timings.total_s,
         },
     }
-    return JSONResponse(body, headers=cost_header([done]))
+
+
+async def inference(request: Request) -> Response:
+    """POST /inference: {prompt, max_new_tokens, temperature} -> {response, model_used, ...}."""
+    from lcfin.server.admission import generation_events
+    from lcfin.server.openai import cost_header, read_json
+
+    with counted(request.app.state.llm, "/inference"):
+        req = InferenceRequest.model_validate(await read_json(request))
+        check_text(req.prompt, "prompt")
+    events = generation_events(request, req.generation(), endpoint="/inference")
+    try:
+        (done,) = await collect(events)
+    except ContextLengthExceeded as exc:  # in this route's words: prompt, max_new_tokens
+        raise exc.renamed(prompt="prompt", max_tokens="max_new_tokens") from None
+    return JSONResponse(_inference_body(done), headers=cost_header(done))
 
 
 def routes() -> list[Route]:

@@ -9,44 +9,46 @@ cancelled and not billed (see #16).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from lcfin.engine.types import Completion, Delta
+from lcfin.server.protocol import Generation
 from lcfin.server.ratelimit import reserved
 
 if TYPE_CHECKING:
     from lcfin import FinancialLLM
 
-__all__ = ["collect", "generation_events"]
+__all__ = ["generation_events"]
 
 Event = Delta | Completion
 
 
 async def generation_events(
-    request: Request, sources: Sequence[Any], **batch: Any
+    request: Request, gen: Generation, *, endpoint: str, request_id: str | None = None
 ) -> AsyncIterator[tuple[int, Event]]:
-    """The events of every generation of `sources` (see `FinancialLLM.abatch`), by index.
+    """The events of every generation `gen` asks for (see `FinancialLLM.abatch`), by index.
 
     Raises:
         Overloaded, RateLimited: refused as a whole, before any generation starts.
         LcfinError: the first failure of any generation (the others are cancelled).
     """
     llm: FinancialLLM = request.app.state.llm
-    async with llm.abatch(sources, **batch) as admitted:
+    async with llm.abatch(
+        gen.sources,
+        raw=gen.raw,
+        n=gen.n,
+        truncate=gen.truncate,
+        endpoint=endpoint,
+        request_id=request_id,
+        tools=gen.tools,
+        tool_choice=gen.tool_choice,
+        sampling=gen.sampling,
+    ) as admitted:
         with reserved(request.app.state.limiter, admitted.admission):
             async with aclosing(admitted.events()) as events:  # a client gone stops them all
                 async for item in events:
                     yield item
-
-
-async def collect(events: AsyncIterator[tuple[int, Event]]) -> list[Completion]:
-    """The final `Completion` of every generation, in index order."""
-    finals: dict[int, Completion] = {}
-    async for index, event in events:
-        if isinstance(event, Completion):
-            finals[index] = event
-    return [finals[i] for i in sorted(finals)]

@@ -1,39 +1,39 @@
-"""/v1/chat/completions, /v1/completions and /v1/models: parse, call the core, render (S6)."""
+"""/v1/chat/completions, /v1/completions and /v1/models: parse, call the core, render (S6).
+
+Chat and completions share one path (`_generate`): validate the body, ask the core for every
+choice at once (`generation_events`), then answer with the response model, or stream the chunks
+its renderer (`ChatStream`, `CompletionStream` in responses.py) makes of the core's events.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lcfin.engine.types import Completion, Delta
+from lcfin.engine.types import Completion, Delta, collect
 from lcfin.errors import BackendUnavailable, InvalidParameter, ModelLoading, ModelNotFound
-from lcfin.server.admission import collect, generation_events
+from lcfin.server.admission import generation_events
 from lcfin.server.limits import check_chat, check_completion
 from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest, chunk_id
-from lcfin.server.request_id import counted
+from lcfin.server.request_id import counted, current_request_id
 from lcfin.server.responses import (
-    ChatCompletionChunk,
     ChatCompletionResponse,
-    CompletionChunk,
+    ChatStream,
     CompletionResponse,
+    CompletionStream,
     ModelCard,
     ModelList,
-    UsageInfo,
-    _TextChoice,
-    chat_delta_chunks,
-    chat_finish_chunk,
-    completion_logprobs,
-    wire_finish,
 )
 from lcfin.server.streaming import (
     ClientGone,
-    prime,
+    event_stream,
     sse,
     sse_done,
     sse_error,
@@ -45,20 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = ["COST_HEADER", "cost_header", "read_json", "routes", "served_model"]
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
 #: What a non-streaming request cost in USD; a stream carries it in its usage chunk instead
 #: (`usage.cost_usd`), since headers are sent before the cost is known (docs/analytics.md).
 COST_HEADER = "x-lcfin-cost-usd"
+Event = Delta | Completion
 
 
-def _cost(done: list[Completion]) -> float:
-    return sum(c.cost_usd or 0.0 for c in done)
-
-
-def cost_header(done: list[Completion]) -> dict[str, str]:
-    """The x-lcfin-cost-usd header for a request's finished generations."""
-    return {COST_HEADER: f"{_cost(done):.10f}"}
+def cost_header(done: Completion) -> dict[str, str]:
+    """The x-lcfin-cost-usd header for a request's (merged: `Completion.of_choices`) result."""
+    return {COST_HEADER: f"{done.cost_usd or 0.0:.10f}"}
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -99,129 +94,97 @@ def served_model(llm: FinancialLLM, requested: str) -> str:
     )
 
 
-def _include_usage(request: Request, wanted: bool) -> bool:
-    settings: Settings = request.app.state.settings
-    return wanted or settings.force_include_usage
+R = TypeVar("R", ChatCompletionRequest, CompletionRequest)
 
 
-async def _stream_response(
-    request: Request, events: AsyncIterator[tuple[int, Delta | Completion]], render: Any
-) -> Response:
-    """Start the SSE response once the first event is in (so early errors get a status)."""
-    try:  # a client that leaves during queueing or prefill aborts the generation too
-        _, events = await unless_disconnected(request, prime(events))
-    except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
-        return Response(status_code=204)
+@dataclass(frozen=True)
+class _Api(Generic[R]):
+    """What differs between chat and (legacy) completions."""
+
+    endpoint: str
+    id_prefix: str
+    request: type[R]
+    check: Callable[[R, Settings], None]  # the server's limits (messages, prompts, text)
+    response: Callable[[str, str, Completion], BaseModel]  # rid, model, the merged result
+    stream: Callable[[str, str, R, bool], ChatStream | CompletionStream]  # ..., usage chunk?
+
+
+CHAT = _Api(
+    "/v1/chat/completions",
+    "chatcmpl",
+    ChatCompletionRequest,
+    lambda req, settings: check_chat(req, settings.max_messages),
+    ChatCompletionResponse.from_completion,
+    ChatStream,
+)
+COMPLETIONS = _Api(
+    "/v1/completions",
+    "cmpl",
+    CompletionRequest,
+    lambda req, settings: check_completion(req, settings.max_prompts),
+    CompletionResponse.from_completion,
+    CompletionStream,
+)
+
+
+def _parse(request: Request, api: _Api[R], body: dict[str, Any]) -> R:
+    """The validated request (400 for what lcfin does not implement or allow)."""
+    req = api.request.model_validate(body)
+    req.check_supported()
+    api.check(req, request.app.state.settings)
+    return req
+
+
+async def _generate(request: Request, api: _Api[R]) -> Response:
+    """Chat or completions: parse, run every choice in the core, answer or stream."""
+    with counted(request.app.state.llm, api.endpoint):
+        req = _parse(request, api, await read_json(request))
+        model = served_model(request.app.state.llm, req.model)
+    rid = chunk_id(api.id_prefix)
+    events = generation_events(request, req.generation(), endpoint=api.endpoint, request_id=rid)
+    if req.stream:
+        settings: Settings = request.app.state.settings
+        usage = req.include_usage or settings.force_include_usage
+        stream, log_id = api.stream(rid, model, req, usage), current_request_id()
+        return await event_stream(request, events, lambda ready: _frames(ready, stream, log_id))
+    try:
+        done = await unless_disconnected(request, collect(events))
     except ClientGone:
         return Response(status_code=499)
+    merged = Completion.of_choices(done, req.n, rid)
+    body = api.response(rid, model, merged)
+    return JSONResponse(body.model_dump(), headers=cost_header(merged))
 
-    async def body() -> AsyncIterator[str]:
-        rid = request.scope.get("state", {}).get("request_id", "-")
-        try:
-            async for line in render(events):
-                yield line
-        except Exception as exc:  # after the first byte the status cannot change: an event
-            yield sse_error(exc, rid)
-        yield sse_done()
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+async def _frames(
+    events: AsyncIterator[tuple[int, Event]], stream: ChatStream | CompletionStream, log_id: str
+) -> AsyncIterator[str]:
+    """Every event through the renderer, then [DONE].
+
+    After the first byte the status cannot change: a failure is an error event (naming
+    `log_id`, the request id in the server's log) before [DONE].
+    """
+    try:
+        for chunk in stream.start():
+            yield sse(chunk)
+        async for index, event in events:
+            for chunk in stream.on(index, event):
+                yield sse(chunk)
+        for chunk in stream.end():
+            yield sse(chunk)
+    except Exception as exc:
+        yield sse_error(exc, log_id)
+    yield sse_done()
 
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions."""
-    with counted(request.app.state.llm, "/v1/chat/completions"):
-        req = ChatCompletionRequest.model_validate(await read_json(request))
-        req.check_supported()
-        check_chat(req, request.app.state.settings.max_messages)
-        model = served_model(request.app.state.llm, req.model)
-    rid = chunk_id("chatcmpl")
-    events = generation_events(
-        request, [req.core_messages()], n=req.n, truncate=False,
-        endpoint="/v1/chat/completions", request_id=rid, **req.sampling_kwargs(None),
-    )  # fmt: skip
-    if not req.stream:
-        try:
-            done = await unless_disconnected(request, collect(events))
-        except ClientGone:
-            return Response(status_code=499)
-        body = ChatCompletionResponse.from_completions(rid, model, done)
-        return JSONResponse(body.model_dump(), headers=cost_header(done))
-    usage_wanted = _include_usage(request, req.include_usage)
-    created = int(time.time())
-
-    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
-        for i in range(req.n):
-            yield sse(ChatCompletionChunk.text(rid, created, model, i, role=True, content=""))
-        finals: list[Completion] = []
-        async for index, event in events:
-            if isinstance(event, Delta):
-                for chunk in chat_delta_chunks(rid, created, model, index, event):
-                    yield sse(chunk)
-            else:
-                finals.append(event)
-                yield sse(chat_finish_chunk(rid, created, model, index, event))
-        if usage_wanted and finals:
-            usage = UsageInfo.of(
-                finals[0].usage.prompt_tokens,
-                sum(f.usage.completion_tokens for f in finals),
-                _cost(finals),
-            )
-            yield sse(
-                ChatCompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
-            )
-
-    return await _stream_response(request, events, render)
+    return await _generate(request, CHAT)
 
 
 async def completions(request: Request) -> Response:
     """POST /v1/completions (legacy text completions; `prompt` may be a list)."""
-    with counted(request.app.state.llm, "/v1/completions"):
-        req = CompletionRequest.model_validate(await read_json(request))
-        req.check_supported()
-        check_completion(req, request.app.state.settings.max_prompts)
-        model = served_model(request.app.state.llm, req.model)
-    rid = chunk_id("cmpl")
-    events = generation_events(
-        request, req.prompts(), raw=True, n=req.n, endpoint="/v1/completions", request_id=rid,
-        **req.sampling_kwargs(COMPLETIONS_DEFAULT_MAX_TOKENS),
-    )  # fmt: skip
-    if not req.stream:
-        try:
-            done = await unless_disconnected(request, collect(events))
-        except ClientGone:
-            return Response(status_code=499)
-        body = CompletionResponse.from_completions(rid, model, done, req.n)
-        return JSONResponse(body.model_dump(), headers=cost_header(done))
-    usage_wanted = _include_usage(request, req.include_usage)
-    created = int(time.time())
-
-    offsets: dict[int, int] = {}  # text_offset of each choice's next token
-
-    def chunk(index: int, text: str, finish: str | None, lps: Any = None) -> str:
-        logprobs = completion_logprobs(lps, offsets.get(index, 0))
-        offsets[index] = offsets.get(index, 0) + sum(len(lp.token) for lp in lps or ())
-        choice = _TextChoice(index=index, text=text, finish_reason=finish, logprobs=logprobs)
-        return sse(CompletionChunk(id=rid, created=created, model=model, choices=[choice]))
-
-    async def render(events: AsyncIterator[tuple[int, Delta | Completion]]) -> AsyncIterator[str]:
-        finals: dict[int, Completion] = {}
-        async for index, event in events:
-            if isinstance(event, Delta):
-                if event.text or event.logprobs:
-                    yield chunk(index, event.text, None, event.logprobs)
-            else:
-                finals[index] = event
-                yield chunk(index, "", wire_finish(event.finish_reason))
-        if usage_wanted and finals:
-            ordered = [finals[i] for i in sorted(finals)]
-            prompt_tokens = sum(f.usage.prompt_tokens for f in ordered[:: req.n])
-            completion_tokens = sum(f.usage.completion_tokens for f in ordered)
-            usage = UsageInfo.of(prompt_tokens, completion_tokens, _cost(ordered))
-            yield sse(
-                CompletionChunk(id=rid, created=created, model=model, choices=[], usage=usage)
-            )
-
-    return await _stream_response(request, events, render)
+    return await _generate(request, COMPLETIONS)
 
 
 async def list_models(request: Request) -> Response:

@@ -6,6 +6,8 @@ about types; fields whose behaviour lcfin does not implement are rejected by nam
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -14,17 +16,32 @@ from pydantic import (
     Field,
 )
 
-from lcfin.engine.types import new_request_id
+from lcfin.engine.types import SamplingParams, SamplingSource, new_request_id
 from lcfin.errors import InvalidParameter
 
 __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "CompletionRequest",
+    "Generation",
     "InferenceRequest",
 ]
 
 MAX_N = 8
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions API
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a request asks the core to run: the arguments of `FinancialLLM.abatch`."""
+
+    sources: Sequence[Any]  # conversations, or raw prompts when `raw`
+    sampling: SamplingSource
+    n: int = 1
+    raw: bool = False
+    truncate: bool = False  # a conversation too long for the context is a 400
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class _Request(BaseModel):
@@ -92,11 +109,18 @@ class _Sampling(_Request):
         """Whether the client asked for the final usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    def sampling_kwargs(self, default_max_tokens: int | None) -> dict[str, Any]:
-        """Keyword arguments for FinancialLLM (only the fields that were given)."""
+    def to_sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """The fields that were given, over `defaults` (the model's generation_config).
+
+        Raises:
+            InvalidParameter: a value the engine refuses.
+        """
+        return SamplingParams.over(defaults, self._sampling_fields())
+
+    def _sampling_fields(self) -> dict[str, Any]:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        values = {
-            "max_tokens": self._max_tokens() or default_max_tokens,
+        return {
+            "max_tokens": self._max_tokens(),
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
@@ -108,7 +132,6 @@ class _Sampling(_Request):
             "ignore_eos": self.ignore_eos,
             "response_format": self.response_format,
         }
-        return {k: v for k, v in values.items() if v is not None or k == "max_tokens"}
 
     def _max_tokens(self) -> int | None:
         return self.max_tokens
@@ -130,12 +153,15 @@ class ChatCompletionRequest(_Sampling):
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidParameter("top_logprobs needs logprobs=true", param="top_logprobs")
 
-    def sampling_kwargs(self, default_max_tokens: int | None) -> dict[str, Any]:
-        """As `_Sampling.sampling_kwargs`, plus logprobs and tools (validated by the core)."""
+    def _sampling_fields(self) -> dict[str, Any]:
         top = (self.top_logprobs or 0) if self.logprobs else None
-        extra = {"logprobs": top, "tools": self.tools, "tool_choice": self.tool_choice}
-        given = {k: v for k, v in extra.items() if v is not None}
-        return {**super().sampling_kwargs(default_max_tokens), **given}
+        return {**super()._sampling_fields(), "logprobs": top}
+
+    def generation(self) -> Generation:
+        """The conversation, its n choices, sampling, and tools (validated by the core)."""
+        return Generation(
+            [self.core_messages()], self, self.n, tools=self.tools, tool_choice=self.tool_choice
+        )
 
     def _max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -173,10 +199,15 @@ class CompletionRequest(_Sampling):
             if value not in (None, False) and not (name == "best_of" and value == self.n):
                 raise InvalidParameter(f"{name} is not supported by lcfin", param=name)
 
-    def sampling_kwargs(self, default_max_tokens: int | None) -> dict[str, Any]:
-        """As `_Sampling.sampling_kwargs`, plus the legacy `logprobs` (top-n count)."""
-        kwargs = super().sampling_kwargs(default_max_tokens)
-        return kwargs if self.logprobs is None else {**kwargs, "logprobs": self.logprobs}
+    def _sampling_fields(self) -> dict[str, Any]:
+        return {**super()._sampling_fields(), "logprobs": self.logprobs}
+
+    def _max_tokens(self) -> int | None:
+        return self.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS
+
+    def generation(self) -> Generation:
+        """The raw prompts, n choices of each, and sampling."""
+        return Generation(self.prompts(), self, self.n, raw=True)
 
     def prompts(self) -> list[str]:
         """The prompt(s) as a list."""
@@ -189,6 +220,15 @@ class InferenceRequest(_Request):
     prompt: str = Field(min_length=1)
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.7, ge=0, le=2)
+
+    def to_sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """`max_new_tokens` and `temperature` over `defaults`."""
+        given = {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        return SamplingParams.over(defaults, given)
+
+    def generation(self) -> Generation:
+        """The prompt as one user message (as the seed's /inference sent it)."""
+        return Generation([self.prompt], self, truncate=True)
 
 
 def chunk_id(prefix: str) -> str:

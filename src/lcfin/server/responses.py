@@ -1,27 +1,33 @@
 """Pydantic models of the OpenAI wire format's responses (named as in OpenAI's spec).
 
 Data only, like protocol.py (the requests): each response model owns its conversion from the
-core's `Completion`s / `Delta`s (`from_completions`, `text`). The wire format of logprobs and
-tool calls comes first: chat (`choices[].logprobs.content`, `message.tool_calls`,
-`delta.tool_calls`) and legacy completions (`tokens`, `token_logprobs`, `top_logprobs`,
-`text_offset`).
+core's `Completion` (`from_completion`, for n choices too: see `Completion.of_choices`), and the
+stream renderers at the end turn the core's events into chunks (`ChatStream`, `CompletionStream`).
+The wire format of logprobs and tool calls comes first: chat (`choices[].logprobs.content`,
+`message.tool_calls`, `delta.tool_calls`) and legacy completions (`tokens`, `token_logprobs`,
+`top_logprobs`, `text_offset`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from lcfin.engine.types import Completion, Delta, FinishReason, TokenLogprob, ToolCallDelta
 
+if TYPE_CHECKING:
+    from lcfin.server.protocol import ChatCompletionRequest, CompletionRequest
+
 __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionResponse",
+    "ChatStream",
     "CompletionChunk",
     "CompletionResponse",
+    "CompletionStream",
     "ErrorResponse",
     "ModelCard",
     "ModelList",
@@ -111,6 +117,13 @@ class UsageInfo(BaseModel):
             cost_usd=cost_usd,
         )
 
+    @classmethod
+    def of_completion(cls, done: Completion, *, cost: bool = False) -> UsageInfo:
+        """A (merged, see `Completion.of_choices`) completion's usage, with its cost if asked."""
+        usage = done.usage
+        cost_usd = (done.cost_usd or 0.0) if cost else None
+        return cls.of(usage.prompt_tokens, usage.completion_tokens, cost_usd)
+
     @model_serializer(mode="wrap")
     def _drop_null_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
@@ -167,15 +180,10 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
 
     @classmethod
-    def from_completions(
-        cls, rid: str, model: str, done: list[Completion]
-    ) -> ChatCompletionResponse:
-        """One choice per completion; usage counts the prompt once (as OpenAI does)."""
-        choices = [_ChatChoice.of(i, c) for i, c in enumerate(done)]
-        usage = UsageInfo.of(
-            done[0].usage.prompt_tokens, sum(c.usage.completion_tokens for c in done)
-        )
-        return cls(id=rid, model=model, choices=choices, usage=usage)
+    def from_completion(cls, rid: str, model: str, done: Completion) -> ChatCompletionResponse:
+        """One choice per `done.choices`; usage counts the prompt once (as OpenAI does)."""
+        choices = [_ChatChoice.of(i, c) for i, c in enumerate(done.choices)]
+        return cls(id=rid, model=model, choices=choices, usage=UsageInfo.of_completion(done))
 
 
 class _Delta(BaseModel):
@@ -269,9 +277,7 @@ class CompletionResponse(BaseModel):
     usage: UsageInfo
 
     @classmethod
-    def from_completions(
-        cls, rid: str, model: str, done: list[Completion], n: int
-    ) -> CompletionResponse:
+    def from_completion(cls, rid: str, model: str, done: Completion) -> CompletionResponse:
         """Choices in prompt order, n per prompt; each prompt's tokens counted once."""
         choices = [
             _TextChoice(
@@ -280,11 +286,9 @@ class CompletionResponse(BaseModel):
                 finish_reason=wire_finish(c.finish_reason),
                 logprobs=completion_logprobs(c.logprobs),
             )
-            for i, c in enumerate(done)
+            for i, c in enumerate(done.choices)
         ]
-        prompt_tokens = sum(c.usage.prompt_tokens for c in done[::n])
-        usage = UsageInfo.of(prompt_tokens, sum(c.usage.completion_tokens for c in done))
-        return cls(id=rid, model=model, choices=choices, usage=usage)
+        return cls(id=rid, model=model, choices=choices, usage=UsageInfo.of_completion(done))
 
 
 class CompletionChunk(BaseModel):
@@ -303,6 +307,104 @@ class CompletionChunk(BaseModel):
         if data.get("usage") is None:
             data.pop("usage", None)
         return data
+
+
+Chunk = ChatCompletionChunk | CompletionChunk
+
+
+class _Stream:
+    """A stream's renderer: every event of the core goes through `on`, in arrival order."""
+
+    def __init__(self, rid: str, model: str, n: int, usage: bool) -> None:
+        self.rid, self.model, self.n, self.usage = rid, model, n, usage
+        self.created = int(time.time())
+        self.finals: dict[int, Completion] = {}  # each generation's, by index
+
+    def start(self) -> Sequence[Chunk]:
+        """The chunks sent before any event."""
+        return []
+
+    def on(self, index: int, event: Delta | Completion) -> Sequence[Chunk]:
+        """The chunks one event of generation `index` makes."""
+        if isinstance(event, Completion):
+            self.finals[index] = event
+            return self._final(index, event)
+        return self._delta(index, event)
+
+    def end(self) -> Sequence[Chunk]:
+        """The usage chunk, when the client asked for it (or the server forces it)."""
+        if not (self.usage and self.finals):
+            return []
+        done = Completion.of_choices([self.finals[i] for i in sorted(self.finals)], self.n)
+        return [self._usage(UsageInfo.of_completion(done, cost=True))]
+
+    def _delta(self, index: int, delta: Delta) -> Sequence[Chunk]:
+        raise NotImplementedError
+
+    def _final(self, index: int, done: Completion) -> Sequence[Chunk]:
+        raise NotImplementedError
+
+    def _usage(self, usage: UsageInfo) -> Chunk:
+        raise NotImplementedError
+
+
+class ChatStream(_Stream):
+    """The chunks of a streamed chat completion: a role chunk per choice, then each one's."""
+
+    def __init__(self, rid: str, model: str, req: ChatCompletionRequest, usage: bool) -> None:
+        super().__init__(rid, model, req.n, usage)
+
+    def _chunk(self, index: int, **fields: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk.text(self.rid, self.created, self.model, index, **fields)
+
+    def start(self) -> list[ChatCompletionChunk]:
+        """Every choice's first chunk: the assistant role."""
+        return [self._chunk(i, role=True, content="") for i in range(self.n)]
+
+    def _delta(self, index: int, delta: Delta) -> list[ChatCompletionChunk]:
+        """Text as it is generated; a tool call's id and name, then its arguments' pieces."""
+        return chat_delta_chunks(self.rid, self.created, self.model, index, delta)
+
+    def _final(self, index: int, done: Completion) -> list[ChatCompletionChunk]:
+        """A choice's finish chunk ("tool_calls" when it called functions)."""
+        return [chat_finish_chunk(self.rid, self.created, self.model, index, done)]
+
+    def _usage(self, usage: UsageInfo) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.rid, created=self.created, model=self.model, choices=[], usage=usage
+        )
+
+
+class CompletionStream(_Stream):
+    """The chunks of a streamed text completion, n per prompt (indexes in prompt order)."""
+
+    def __init__(self, rid: str, model: str, req: CompletionRequest, usage: bool) -> None:
+        super().__init__(rid, model, req.n, usage)
+        self._offsets: dict[int, int] = {}  # text_offset of each choice's next token
+
+    def _chunk(
+        self, index: int, text: str, finish: str | None, lps: Sequence[TokenLogprob] | None = None
+    ) -> CompletionChunk:
+        offset = self._offsets.get(index, 0)
+        self._offsets[index] = offset + sum(len(lp.token) for lp in lps or ())
+        logprobs = completion_logprobs(lps, offset)
+        choice = _TextChoice(index=index, text=text, finish_reason=finish, logprobs=logprobs)
+        return CompletionChunk(
+            id=self.rid, created=self.created, model=self.model, choices=[choice]
+        )
+
+    def _delta(self, index: int, delta: Delta) -> list[CompletionChunk]:
+        if not (delta.text or delta.logprobs):
+            return []
+        return [self._chunk(index, delta.text, None, delta.logprobs)]
+
+    def _final(self, index: int, done: Completion) -> list[CompletionChunk]:
+        return [self._chunk(index, "", wire_finish(done.finish_reason))]
+
+    def _usage(self, usage: UsageInfo) -> CompletionChunk:
+        return CompletionChunk(
+            id=self.rid, created=self.created, model=self.model, choices=[], usage=usage
+        )
 
 
 class ModelCard(BaseModel):

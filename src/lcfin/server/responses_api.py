@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response as HTTPResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response as HTTPResponse
 from starlette.routing import Route
 
-from lcfin.engine.types import Completion, Delta
+from lcfin.engine.types import Completion, Delta, final as final_completion
 from lcfin.errors import InvalidParameter, LcfinError, NotFound
-from lcfin.server.openai import SSE_HEADERS, cost_header, read_json, served_model
+from lcfin.server.openai import cost_header, read_json, served_model
+from lcfin.server.protocol import Generation
 from lcfin.server.request_id import counted
 from lcfin.server.responses_events import ResponseEvents
 from lcfin.server.responses_objects import Response, new_item_id, output_items
 from lcfin.server.responses_request import CreateResponse
-from lcfin.server.streaming import ClientGone, prime, unless_disconnected
+from lcfin.server.streaming import ClientGone, event_stream, unless_disconnected
 from lcfin.telemetry.records import current_api_key_id
 
 if TYPE_CHECKING:
@@ -51,8 +52,7 @@ class _Call:
     req: CreateResponse
     llm: FinancialLLM
     response: Response
-    messages: list[dict[str, Any]]
-    kwargs: dict[str, Any]
+    gen: Generation  # the conversation, sampling and tools
     items: list[Any]  # the conversation's input items, stored with the response
     store: ResponseStore | None
     owner: str | None
@@ -62,10 +62,15 @@ class _Call:
         events = cast(  # an async generator, typed as an iterator by the core
             "AsyncGenerator[Event, None]",
             self.llm.astream_events(
-                self.messages, truncate=self.req.truncation == "auto", endpoint=ENDPOINT,
-                request_id=self.response.id, **self.kwargs,
+                self.gen.sources[0],
+                truncate=self.gen.truncate,
+                endpoint=ENDPOINT,
+                request_id=self.response.id,
+                tools=self.gen.tools,
+                tool_choice=self.gen.tool_choice,
+                sampling=self.gen.sampling,
             ),
-        )  # fmt: skip
+        )
         async with contextlib.aclosing(events):  # closing this closes (aborts) the generation
             try:
                 async for event in events:
@@ -127,16 +132,7 @@ async def _prepare(request: Request) -> _Call:
     messages = req.core_messages(history, request.app.state.settings.max_messages)
     response = Response.begin(new_item_id("resp"), model, req, store is not None)
     items = [*history, *req.input_items()]
-    return _Call(req, llm, response, messages, req.core_kwargs(), items, store, owner)
-
-
-async def _final(events: AsyncIterator[Event]) -> Completion:
-    done = None
-    async for event in events:
-        if isinstance(event, Completion):
-            done = event
-    assert done is not None  # every stream of the core ends with a Completion
-    return done
+    return _Call(req, llm, response, req.generation(messages), items, store, owner)
 
 
 async def create_response(request: Request) -> HTTPResponse:
@@ -144,9 +140,9 @@ async def create_response(request: Request) -> HTTPResponse:
     with counted(request.app.state.llm, ENDPOINT):
         call = await _prepare(request)
     if call.req.stream:
-        return await _stream(request, call)
+        return await event_stream(request, call.events(), lambda ready: _render(call, ready))
     try:
-        done = await unless_disconnected(request, _final(call.events()))
+        done = await unless_disconnected(request, final_completion(call.events()))
     except ClientGone:
         return HTTPResponse(status_code=499)
     output = output_items(
@@ -154,20 +150,7 @@ async def create_response(request: Request) -> HTTPResponse:
     )
     final = call.response.end(done, output)
     await call.save(final)
-    return JSONResponse(final.body(), headers=cost_header([done]))
-
-
-async def _stream(request: Request, call: _Call) -> HTTPResponse:
-    """Start the SSE response once the first event is in (so early errors get a status)."""
-    try:  # a client that leaves during queueing or prefill aborts the generation too
-        _, events = await unless_disconnected(request, prime(call.events()))
-    except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
-        return HTTPResponse(status_code=204)
-    except ClientGone:
-        return HTTPResponse(status_code=499)
-    return StreamingResponse(
-        _render(call, events), media_type="text/event-stream", headers=SSE_HEADERS
-    )
+    return JSONResponse(final.body(), headers=cost_header(done))
 
 
 async def _render(call: _Call, events: AsyncIterator[Event]) -> AsyncIterator[str]:

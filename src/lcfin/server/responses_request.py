@@ -2,18 +2,22 @@
 
 Data only (S5): the model validates the body, refuses by name what lcfin does not implement
 (`check_supported`), and turns itself into the core's parameters: chat messages from
-`instructions` and the input items (`core_messages`), and sampling, tools and output format
-(`core_kwargs`). The input items themselves are read by `responses_items.py`.
+`instructions` and the input items (`core_messages`), sampling and output format
+(`to_sampling_params`), and the function tools (`generation`). The input items themselves are
+read by `responses_items.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lcfin.engine.types import SamplingParams
 from lcfin.errors import InvalidParameter
 from lcfin.server.limits import check_text
+from lcfin.server.protocol import Generation
 from lcfin.server.responses_items import add_item
 
 __all__ = ["CreateResponse", "TextFormat", "TextParam"]
@@ -251,22 +255,41 @@ class CreateResponse(_Request):
             "tool_choice",
         )
 
-    def core_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `FinancialLLM.astream_events` (besides messages)."""
+    def to_sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """The fields that were given (in the core's names), over `defaults`.
+
+        `max_output_tokens` None means as many as the context allows (the spec's default).
+
+        Raises:
+            InvalidParameter: a `text.format` without its schema, or a value the core refuses.
+        """
+        return SamplingParams.over(defaults, self._sampling_fields())
+
+    def _sampling_fields(self) -> dict[str, Any]:
         fmt = self.text.format if self.text and self.text.format else None
-        values = {
+        return {
+            "max_tokens": self.max_output_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "response_format": fmt.to_response_format() if fmt else None,
             "logprobs": self.logprobs,
-            "tools": self.core_tools(),
-            "tool_choice": self.core_tool_choice(),
         }
-        # max_tokens None: as many as the context allows (no limit, as the spec's default)
-        return {
-            "max_tokens": self.max_output_tokens,
-            **{k: v for k, v in values.items() if v is not None},
-        }
+
+    def generation(self, messages: list[dict[str, Any]]) -> Generation:
+        """What to ask the core for: the conversation, sampling, and the function tools.
+
+        Raises:
+            InvalidParameter: a `tool_choice` or `text.format` lcfin cannot use (checked now,
+                before anything is generated).
+        """
+        self._sampling_fields()
+        return Generation(
+            [messages],
+            self,
+            truncate=self.truncation == "auto",
+            tools=self.core_tools(),
+            tool_choice=self.core_tool_choice(),
+        )
 
     def input_items(self) -> list[Any]:
         """The input as a list of items (a string is one user message)."""

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from lcfin.engine.types import Completion, Delta
 from lcfin.errors import LcfinError
 
 __all__ = [
+    "SSE_HEADERS",
     "ClientGone",
+    "event_stream",
     "prime",
     "sse",
     "sse_done",
@@ -26,6 +29,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Event = Delta | Completion
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ClientGone(Exception):
@@ -91,3 +95,22 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     await asyncio.gather(task, return_exceptions=True)
     log.info("Client disconnected; generation aborted")
     raise ClientGone
+
+
+async def event_stream(
+    request: Request,
+    events: AsyncIterator[T],
+    frames: Callable[[AsyncIterator[T]], AsyncIterator[str]],
+) -> Response:
+    """An SSE response of `frames(events)`, started once the first event is in.
+
+    So an error before it (a bad parameter, a full queue) still gets its status; a client that
+    leaves during queueing or prefill aborts the generation too (499).
+    """
+    try:
+        _, events = await unless_disconnected(request, prime(events))
+    except StopAsyncIteration:  # pragma: no cover - every stream ends with a Completion
+        return Response(status_code=204)
+    except ClientGone:
+        return Response(status_code=499)
+    return StreamingResponse(frames(events), media_type="text/event-stream", headers=SSE_HEADERS)
