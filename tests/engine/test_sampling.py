@@ -35,6 +35,15 @@ def test_greedy_is_argmax():
     assert draw(s, 5, shuffled) == [2] * 5
 
 
+@pytest.mark.parametrize("temperature", [1e-39, 1e-20, 9e-6])
+def test_a_vanishing_temperature_is_greedy_not_an_overflow(temperature: float):
+    # Dividing logits by 1e-39 overflows float32 to inf, and sampling from inf crashed the
+    # model thread (found by tests/server/test_fuzz.py). Below 1e-5 decoding is greedy, as vLLM's.
+    assert SamplingParams(temperature=temperature).greedy
+    shuffled = [0.1, -2.0, 3.5, 0.2, 3.4]
+    assert draw(sampler(temperature=temperature), 3, shuffled) == [2] * 3
+
+
 def test_greedy_accepts_half_precision_logits():
     s = sampler(temperature=0.0)
     assert s.next_token(logits().half()) == 0

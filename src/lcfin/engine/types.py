@@ -39,6 +39,8 @@ FinishReason = Literal["stop", "length", "abort", "error"]
 Message = dict[str, object]
 
 MAX_STOP_SEQUENCES = 16
+#: Temperatures below this decode greedily (vLLM's `_SAMPLING_EPS`).
+GREEDY_BELOW = 1e-5
 MAX_TOP_LOGPROBS = 20
 #: Seeds accepted: OpenAI's int64 range and the unsigned 64-bit one. Engines get the int64 with
 #: the same 64 bits (torch reads a negative seed as 2**64 + seed), so seed + i wraps (#16).
@@ -118,7 +120,8 @@ class ResponseFormat:
 class SamplingParams:
     """How to sample one completion. Validated on construction (raises InvalidParameter).
 
-    `temperature=0` is greedy decoding. `top_k=0` and `top_p=1` disable those filters.
+    `temperature=0` (or below 1e-5) is greedy decoding. `top_k=0` and `top_p=1` disable those
+    filters.
     `max_tokens=None` means "as many as the context allows".
     """
 
@@ -195,8 +198,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """Whether decoding is deterministic argmax."""
-        return self.temperature == 0 or self.top_k == 1
+        """Whether decoding is deterministic argmax (a temperature below 1e-5 too, as vLLM's
+        `_SAMPLING_EPS`: dividing logits by less would overflow them)."""
+        return self.temperature < GREEDY_BELOW or self.top_k == 1
 
     @classmethod
     def over(cls, defaults: Mapping[str, Any], given: Mapping[str, Any]) -> SamplingParams:
