@@ -43,10 +43,18 @@ def bench(
     from lcfin.loadgen import BenchConfig, run_bench
 
     cfg = BenchConfig(
-        url=url, model=model, requests=requests, concurrency=concurrency,
-        prompt_tokens=prompt_tokens, max_tokens=max_tokens, stream=stream,
-        ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, api_key=api_key,
-    )  # fmt: skip
+        url=url,
+        model=model,
+        requests=requests,
+        concurrency=concurrency,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        stream=stream,
+        ignore_eos=ignore_eos,
+        warmup=warmup,
+        timeout_s=timeout,
+        api_key=api_key,
+    )
     with err.status(f"Benchmarking {url} ({requests} requests, {concurrency} at a time) ..."):
         report = asyncio.run(run_bench(cfg))
     if json_out:

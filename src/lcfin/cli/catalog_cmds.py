@@ -125,11 +125,16 @@ def _profiles_table(items: list[Any]) -> Table:
             or "-"
         )
         table.add_row(
-            p.name, p.backend, _gpus(p), f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
-            str(p.max_model_len), _DTYPES.get(p.dtype, p.dtype),
-            f"{p.tensor_parallel_size}x{p.pipeline_parallel_size}", flags,
+            p.name,
+            p.backend,
+            _gpus(p),
+            f"{p.gpu_memory_utilization:.2f}" if p.is_gpu else "-",
+            str(p.max_model_len),
+            _DTYPES.get(p.dtype, p.dtype),
+            f"{p.tensor_parallel_size}x{p.pipeline_parallel_size}",
+            flags,
             f"{p.hourly_cost_usd:.2f}",
-        )  # fmt: skip
+        )
     return table
 
 

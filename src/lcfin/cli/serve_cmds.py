@@ -51,9 +51,15 @@ def _log_plan(llm: FinancialLLM) -> None:
     log.info(
         "Plan for %s on %s: weights %.1f GiB, KV cache %.1f GiB (%d tokens), "
         "max concurrency %.1fx at %d tokens; %s",
-        plan.model, plan.profile, plan.weights_gib, plan.kv_cache_gib, plan.kv_cache_tokens,
-        plan.max_concurrency, plan.max_model_len, "fits" if plan.fits else "DOES NOT FIT",
-    )  # fmt: skip
+        plan.model,
+        plan.profile,
+        plan.weights_gib,
+        plan.kv_cache_gib,
+        plan.kv_cache_tokens,
+        plan.max_concurrency,
+        plan.max_model_len,
+        "fits" if plan.fits else "DOES NOT FIT",
+    )
     if not plan.fits:
         log.warning("%s", plan.reason)
 
@@ -85,8 +91,10 @@ def serve(
     from lcfin.server.exposure import Exposure
 
     given: dict[str, Any] = {
-        "host": host, "port": port, "allow_unauthenticated": allow_unauthenticated
-    }  # fmt: skip
+        "host": host,
+        "port": port,
+        "allow_unauthenticated": allow_unauthenticated,
+    }
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     Exposure.of(settings)  # a bad key file or an open bind stops here (exit 2), before any work
     _setup_logging(settings.log_level)

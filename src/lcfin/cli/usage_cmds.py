@@ -103,9 +103,13 @@ def _group_table(title: str, groups: dict[str, dict[str, Any]]) -> Table:
         table.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
     for name, g in sorted(groups.items(), key=lambda kv: -kv[1]["requests"]):
         table.add_row(
-            name, str(g["requests"]), str(g["errors"]), str(g["prompt_tokens"]),
-            str(g["completion_tokens"]), _usd(g["cost_usd"]),
-        )  # fmt: skip
+            name,
+            str(g["requests"]),
+            str(g["errors"]),
+            str(g["prompt_tokens"]),
+            str(g["completion_tokens"]),
+            _usd(g["cost_usd"]),
+        )
     return table
 
 
@@ -115,9 +119,12 @@ def _time_table(buckets: list[dict[str, Any]], last: int = 24) -> Table:
         table.add_column(col, justify="left" if col.startswith("start") else "right")
     for b in buckets[-last:]:
         table.add_row(
-            b["start_iso"], str(b["requests"]), str(b["completion_tokens"]),
-            _fmt(b["latency_p50_s"]), _fmt(b["latency_p95_s"]),
-        )  # fmt: skip
+            b["start_iso"],
+            str(b["requests"]),
+            str(b["completion_tokens"]),
+            _fmt(b["latency_p50_s"]),
+            _fmt(b["latency_p95_s"]),
+        )
     return table
 
 

@@ -240,10 +240,19 @@ class FinancialLLM:
             self.record_rejection(exc, endpoint=endpoint, request_id=request_id)
             raise exc
         source: Prompt = prompt if prompt is not None else messages  # type: ignore[assignment]
-        async with self.abatch(
-            [source], raw=prompt is not None, truncate=truncate, endpoint=endpoint,
-            request_id=request_id, tools=tools, tool_choice=tool_choice, **params,
-        ) as batch, contextlib.aclosing(batch.events()) as events:  # fmt: skip
+        async with (
+            self.abatch(
+                [source],
+                raw=prompt is not None,
+                truncate=truncate,
+                endpoint=endpoint,
+                request_id=request_id,
+                tools=tools,
+                tool_choice=tool_choice,
+                **params,
+            ) as batch,
+            contextlib.aclosing(batch.events()) as events,
+        ):
             async for _, event in events:  # closed at once when the caller stops early
                 yield event
 

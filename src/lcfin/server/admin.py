@@ -107,9 +107,17 @@ async def ready(request: Request) -> Response:
 
 #: The planner's numbers /models shows for the served model (the console shows them).
 PLAN_FIELDS = (
-    "profile", "backend", "max_model_len", "max_num_seqs", "budget_gib", "weights_gib",
-    "kv_cache_gib", "kv_cache_tokens", "max_concurrency", "fits",
-)  # fmt: skip
+    "profile",
+    "backend",
+    "max_model_len",
+    "max_num_seqs",
+    "budget_gib",
+    "weights_gib",
+    "kv_cache_gib",
+    "kv_cache_tokens",
+    "max_concurrency",
+    "fits",
+)
 
 
 def _plan(llm: FinancialLLM, settings: Settings) -> dict[str, Any] | None:

@@ -201,10 +201,14 @@ async def list_models(request: Request) -> Response:
         spec = specs.get(st.model)
         cards.append(
             ModelCard(
-                id=st.model, created=created, loaded=True, max_model_len=st.max_model_len,
-                demo=bool(spec and spec.demo), description=spec.description if spec else "",
+                id=st.model,
+                created=created,
+                loaded=True,
+                max_model_len=st.max_model_len,
+                demo=bool(spec and spec.demo),
+                description=spec.description if spec else "",
             )
-        )  # fmt: skip
+        )
     for alias, spec in specs.items():
         if alias != st.model:
             cards.append(

@@ -217,10 +217,18 @@ class ChatCompletionChunk(BaseModel):
 
     @classmethod
     def text(
-        cls, rid: str, created: int, model: str, index: int, *, role: bool = False,
-        content: str | None = None, finish: str | None = None,
-        logprobs: dict[str, Any] | None = None, tool_calls: list[dict[str, Any]] | None = None,
-    ) -> ChatCompletionChunk:  # fmt: skip
+        cls,
+        rid: str,
+        created: int,
+        model: str,
+        index: int,
+        *,
+        role: bool = False,
+        content: str | None = None,
+        finish: str | None = None,
+        logprobs: dict[str, Any] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> ChatCompletionChunk:
         """A chunk carrying a role, some text (and its logprobs), tool calls, or the finish."""
         delta = _Delta(role="assistant" if role else None, content=content, tool_calls=tool_calls)
         choice = _ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)

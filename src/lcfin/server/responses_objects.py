@@ -211,16 +211,25 @@ class Response(BaseModel):
         if text.get("format", {}).get("type") == "json_schema":
             text["format"].setdefault("name", "output")  # as the core names it
         return cls(
-            id=rid, created_at=int(time.time()), status="in_progress",
-            instructions=req.instructions, max_output_tokens=req.max_output_tokens,
-            model=model, parallel_tool_calls=req.parallel,
-            previous_response_id=req.previous_response_id, store=store,
-            temperature=req.temperature, text={"format": {"type": "text"}, **text},
+            id=rid,
+            created_at=int(time.time()),
+            status="in_progress",
+            instructions=req.instructions,
+            max_output_tokens=req.max_output_tokens,
+            model=model,
+            parallel_tool_calls=req.parallel,
+            previous_response_id=req.previous_response_id,
+            store=store,
+            temperature=req.temperature,
+            text={"format": {"type": "text"}, **text},
             tool_choice=req.tool_choice or "auto",
-            tools=[_echo_tool(t) for t in req.tools or []], top_p=req.top_p,
-            top_logprobs=req.top_logprobs, truncation=req.truncation or "disabled",
-            user=req.user, metadata=req.metadata or {},
-        )  # fmt: skip
+            tools=[_echo_tool(t) for t in req.tools or []],
+            top_p=req.top_p,
+            top_logprobs=req.top_logprobs,
+            truncation=req.truncation or "disabled",
+            user=req.user,
+            metadata=req.metadata or {},
+        )
 
     def end(
         self, done: Completion, output: list[dict[str, Any]], *, cost: bool = False
