@@ -81,6 +81,36 @@ async def test_abort_frees_the_slot_and_others_continue(llms) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_request_whose_sampling_fails_fails_alone(llms, monkeypatch) -> None:
+    """A sampler that raises (fault injected: seed 666 only) fails its own request; its
+    neighbours in the batch finish as if alone, and the model thread serves the next one."""
+    from lcfin.engine.transformers.sampling import RequestSampler
+    from lcfin.errors import LcfinError
+
+    llm = llms["llama"]
+    expected = (await llm.acomplete(PROMPTS[1], **GREEDY)).text
+    real = RequestSampler.next_token
+
+    def faulty(self: RequestSampler, logits):  # type: ignore[no-untyped-def]
+        if self.params.seed == 666 and self.steps > 2:
+            raise FloatingPointError("injected")
+        self.steps += 1
+        return real(self, logits)
+
+    monkeypatch.setattr(RequestSampler, "steps", 0, raising=False)
+    monkeypatch.setattr(RequestSampler, "next_token", faulty)
+    doomed = asyncio.create_task(
+        llm.acomplete(PROMPTS[0], max_tokens=24, temperature=0.7, seed=666, ignore_eos=True)
+    )
+    other = asyncio.create_task(llm.acomplete(PROMPTS[1], **GREEDY))
+    with pytest.raises(LcfinError, match="injected"):
+        await doomed
+    assert (await other).text == expected
+    monkeypatch.undo()
+    assert (await llm.acomplete(PROMPTS[1], **GREEDY)).text == expected  # still serving
+
+
+@pytest.mark.asyncio
 async def test_running_rows_bounded_by_max_num_seqs_and_fifo(tiny_models, tmp_path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text("[profiles.cpu]\nmax_num_seqs = 2\n")  # a 2-row batch

@@ -126,7 +126,7 @@ class Scheduler:
         except Exception as exc:  # fail only these requests; the batch goes on
             self._fail(new, exc)
             return
-        survivors = [i for i, seq in enumerate(new) if not self._emit(seq, logits[i])]
+        survivors = [i for i, seq in enumerate(new) if not self._emit_or_fail(seq, logits[i])]
         if not survivors:
             return
         index = torch.tensor(survivors, dtype=torch.long, device=mask.device)
@@ -180,7 +180,7 @@ class Scheduler:
             return
         self.batch.advance()
         logits = out.logits[:, -1]
-        finished = [i for i, seq in enumerate(self.rows) if self._emit(seq, logits[i])]
+        finished = [i for i, seq in enumerate(self.rows) if self._emit_or_fail(seq, logits[i])]
         self._drop(finished, abort=False)
 
     def _drop(self, indexes: list[int], *, abort: bool) -> None:
@@ -193,6 +193,15 @@ class Scheduler:
         keep = [i for i in range(len(self.rows)) if i not in gone]
         self.rows = [self.rows[i] for i in keep]
         self.batch.keep(keep)
+
+    def _emit_or_fail(self, seq: Sequence, logits: torch.Tensor) -> bool:
+        """`_emit`, failing only this request if its sampling, grammar or decoding raises
+        (the model thread, and every other request, go on); True when it is done."""
+        try:
+            return self._emit(seq, logits)
+        except Exception as exc:
+            self._fail([seq], exc)
+            return True
 
     def _emit(self, seq: Sequence, logits: torch.Tensor) -> bool:
         """Sample the row's next token and post its delta; True when the request finished."""
