@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import uvicorn
+from openai import AsyncOpenAI, OpenAI
 
 from lcfin import FinancialLLM, Settings
 from lcfin.server.app import create_app, uvicorn_options
@@ -150,3 +152,19 @@ def make_live(
             )
 
         yield make
+
+
+@pytest.fixture
+def client(live: LiveServer) -> Iterator[OpenAI]:
+    """The official OpenAI client, pointed at `live`."""
+    with OpenAI(base_url=live.base_url, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def aclient(live: LiveServer) -> AsyncIterator[AsyncOpenAI]:
+    """The official async OpenAI client, pointed at `live`."""
+    async with AsyncOpenAI(
+        base_url=live.base_url, api_key="unused", max_retries=0, timeout=60
+    ) as c:
+        yield c

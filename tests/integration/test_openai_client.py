@@ -11,13 +11,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from openai import AsyncOpenAI, OpenAI
 
 from tests.integration.conftest import API_KEY, LiveServer
@@ -41,20 +39,6 @@ def reference(live: LiveServer) -> dict[str, Any]:
     completion = live.llm.complete(PROMPT, **greedy(max_tokens=6))
     assert chat.finish_reason == "length", "the tiny model hit EOS early"
     return {"chat": chat, "completion": completion}
-
-
-@pytest.fixture
-def client(live: LiveServer) -> Iterator[OpenAI]:
-    with OpenAI(base_url=live.base_url, api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
-
-
-@pytest_asyncio.fixture
-async def aclient(live: LiveServer):
-    async with AsyncOpenAI(
-        base_url=live.base_url, api_key="unused", max_retries=0, timeout=60
-    ) as c:
-        yield c
 
 
 # -- the happy paths -------------------------------------------------------------------------

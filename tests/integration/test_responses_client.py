@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel, Field
 
@@ -47,20 +46,6 @@ class Capital(BaseModel):
     issuer: str = Field(max_length=10)
     rating: Literal["AAA", "AA", "A"]
     cet1_bp: int = Field(ge=0, le=3000)
-
-
-@pytest.fixture
-def client(live: LiveServer) -> Iterator[OpenAI]:
-    with OpenAI(base_url=live.base_url, api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
-
-
-@pytest_asyncio.fixture
-async def aclient(live: LiveServer):
-    async with AsyncOpenAI(
-        base_url=live.base_url, api_key="unused", max_retries=0, timeout=60
-    ) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -21,12 +20,6 @@ class Capital(BaseModel):
     issuer: str = Field(max_length=10)
     rating: Literal["AAA", "AA", "A"]
     cet1_bp: int = Field(ge=0, le=3000)
-
-
-@pytest.fixture
-def client(live: LiveServer) -> Iterator[OpenAI]:
-    with OpenAI(base_url=live.base_url, api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
 
 
 def test_parse_helper_returns_the_model(client: OpenAI, live: LiveServer):
