@@ -388,8 +388,9 @@ async def test_disconnect_aborts_a_non_streaming_request(live: LiveServer, long_
     async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
         pending = asyncio.create_task(http.post("/v1/chat/completions", json=body))
 
-        # Wait until the server is generating it (the in-flight count of the served model).
-        await _poll(lambda: live.llm.loaded.active > 0)  # type: ignore[union-attr]
+        # Wait until the engine is generating it (in flight counts from admission, before the
+        # prompt is rendered: a client gone then leaves no generation to abort).
+        await _poll(lambda: live.llm.loaded.backend.stats().running > 0)  # type: ignore[union-attr]
         pending.cancel()  # closes the connection mid-request
         with pytest.raises(asyncio.CancelledError):
             await pending

@@ -86,16 +86,11 @@ def serve(
     ] = None,
 ) -> None:
     """Run the OpenAI-compatible server; the model loads in the background (see /health)."""
-    from lcfin import FinancialLLM, Settings
+    from lcfin import FinancialLLM
     from lcfin.server import create_app
     from lcfin.server.exposure import Exposure
 
-    given: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "allow_unauthenticated": allow_unauthenticated,
-    }
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = _settings(host=host, port=port, allow_unauthenticated=allow_unauthenticated)
     Exposure.of(settings)  # a bad key file or an open bind stops here (exit 2), before any work
     _setup_logging(settings.log_level)
     llm = FinancialLLM(model, profile=profile, backend=backend, settings=settings, load=False)
@@ -113,6 +108,13 @@ def serve(
         raise BackendUnavailable(
             f"{died[0]}; exiting so that a supervisor restarts lcfin (LCFIN_ON_ENGINE_DEATH=exit)"
         )
+
+
+def _settings(**given: Any) -> Settings:
+    """Settings from the environment, with the options given on the command line over them."""
+    from lcfin import Settings
+
+    return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def bind(host: str, port: int) -> socket.socket:

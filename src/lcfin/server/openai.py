@@ -41,7 +41,7 @@ from lcfin.server.streaming import (
 )
 
 if TYPE_CHECKING:
-    from lcfin import FinancialLLM, Settings
+    from lcfin import FinancialLLM, ModelSpec, Settings
 
 __all__ = ["COST_HEADER", "cost_header", "read_json", "routes", "served_model"]
 
@@ -187,6 +187,20 @@ async def completions(request: Request) -> Response:
     return await _generate(request, COMPLETIONS)
 
 
+def _served_card(
+    model: str, max_model_len: int | None, spec: ModelSpec | None, created: int
+) -> ModelCard:
+    """The served model's card: loaded, with its context length."""
+    return ModelCard(
+        id=model,
+        created=created,
+        loaded=True,
+        max_model_len=max_model_len,
+        demo=bool(spec and spec.demo),
+        description=spec.description if spec else "",
+    )
+
+
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the served model first, then the catalog models it could switch to."""
     from lcfin import list_models as catalog
@@ -195,20 +209,9 @@ async def list_models(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     st = llm.status()
     created = int(request.app.state.started)
-    cards = []
     specs = catalog(settings.catalog)
-    if st.model is not None:
-        spec = specs.get(st.model)
-        cards.append(
-            ModelCard(
-                id=st.model,
-                created=created,
-                loaded=True,
-                max_model_len=st.max_model_len,
-                demo=bool(spec and spec.demo),
-                description=spec.description if spec else "",
-            )
-        )
+    served = specs.get(st.model) if st.model else None
+    cards = [] if st.model is None else [_served_card(st.model, st.max_model_len, served, created)]
     for alias, spec in specs.items():
         if alias != st.model:
             cards.append(
