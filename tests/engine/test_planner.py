@@ -276,6 +276,16 @@ def test_cpu_vllm_reproduces_the_measured_kv_line_of_a_25m_llama() -> None:
     assert "in RAM" in plan.reason
 
 
+def test_a_single_row_cpu_vllm_profile_leaves_room_for_vllms_null_block() -> None:
+    """vLLM refuses to start unless one request fits beside the block its pool holds back
+    ("estimated maximum model length is 128" for a 256-token context in exactly 2 blocks)."""
+    spec = ModelSpec(name="llama-25m", repo_id="x/llama-25m", dtype="float32", arch=LLAMA_25M)
+    plan = plan_memory(spec, _with("cpu-vllm", max_model_len=256, max_num_seqs=1))
+    block = 128 * 2 * 4 * 64 * 4 * 8
+    assert plan.kv_cache_bytes == 3 * block  # 2 blocks of 128 tokens, and the null block
+    assert plan.fits and plan.max_concurrency == 1.5  # as vLLM counts it: blocks / request
+
+
 def test_cpu_vllm_kv_cache_is_what_the_ram_budget_leaves_when_that_is_less() -> None:
     spec = ModelSpec(name="llama-25m", repo_id="x/llama-25m", dtype="float32", arch=LLAMA_25M)
     prof = _with("cpu-vllm", max_model_len=512, max_num_seqs=256, ram_budget_gib=3.0)

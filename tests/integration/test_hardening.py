@@ -96,6 +96,8 @@ def scenario(
         LCFIN_USAGE_FLUSH_INTERVAL_S="0.2", LCFIN_LOG_LEVEL="DEBUG", LCFIN_SHUTDOWN_TIMEOUT="30",
         **backend.serve_env(),
     )  # fmt: skip
+    if backend.kind == "vllm":  # a RAM budget in which fin-pythia-1.4b (fp32: 5.6 GiB) fits
+        env["LCFIN_CATALOG"] = str(backend.catalog_with(tmp, ram_budget_gib=16.0))
     cmd = [sys.executable, "-m", "lcfin", "serve", "--model", str(tiny_models["llama"]),
            *backend.serve_args(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     url, result = f"http://127.0.0.1:{port}", Scenario()

@@ -235,7 +235,10 @@ def _plan(
     per_request = layout.blocks_per_request(max_model_len)
     kv = left
     if prof.backend == "vllm" and not prof.is_gpu:  # vLLM's CPU build: given, not preallocated
-        kv = min(left, seqs * per_request * layout.block_bytes)
+        # vLLM starts only if one request fits beside the block its pool holds back (the null
+        # block): a single-row profile gets that one block more.
+        wanted = max(seqs * per_request, per_request + 1)
+        kv = min(left, wanted * layout.block_bytes)
     blocks = max(0, kv // layout.block_bytes)
     concurrency = blocks / per_request
     uniform = layout.sliding_groups == 0
