@@ -21,23 +21,11 @@ from pydantic import BaseModel, Field
 
 from tests.integration.conftest import LiveServer
 from tests.server.schemas import assert_valid
-from tests.server.support import PROMPT
+from tests.server.support import PRICE_FUNCTION as PRICE, PROMPT
 
 pytestmark = [pytest.mark.any_backend, pytest.mark.integration]
 
 N = 16  # max_output_tokens of the greedy runs (the spec's minimum)
-PRICE: dict[str, Any] = {
-    "type": "function",
-    "name": "get_price",
-    "description": "Last price of a listed security",
-    "parameters": {
-        "type": "object",
-        "properties": {"ticker": {"type": "string", "maxLength": 6}},
-        "required": ["ticker"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
 
 
 class Capital(BaseModel):

@@ -85,3 +85,18 @@ class LoadGate:
 
     def wait(self) -> None:
         assert self._open.wait(timeout=30), "the test never opened the load gate"
+
+
+#: A Responses API function tool (flat form), strict: what the Responses tests call.
+PRICE_FUNCTION: dict[str, Any] = {
+    "type": "function",
+    "name": "get_price",
+    "description": "Last price of a listed security",
+    "parameters": {
+        "type": "object",
+        "properties": {"ticker": {"type": "string", "maxLength": 6}},
+        "required": ["ticker"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}

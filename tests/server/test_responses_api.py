@@ -18,24 +18,12 @@ import httpx
 import pytest
 
 from tests.server.schemas import assert_valid
-from tests.server.support import PROMPT, Serve, Served
+from tests.server.support import PRICE_FUNCTION as PRICE, PROMPT, Serve, Served
 from tests.telemetry.conftest import POSTGRES_URL, postgres_schema  # read at import, as there
 
 pytestmark = [pytest.mark.any_backend, pytest.mark.asyncio]
 
 GREEDY = {"max_output_tokens": 16, "temperature": 0}
-PRICE = {
-    "type": "function",
-    "name": "get_price",
-    "description": "Last price of a listed security",
-    "parameters": {
-        "type": "object",
-        "properties": {"ticker": {"type": "string", "maxLength": 6}},
-        "required": ["ticker"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
 
 
 async def respond(
