@@ -110,7 +110,8 @@ class FinancialLLM:
     @property
     def model(self) -> str | None:
         """The alias (or path / repo id) of the model being served."""
-        return self._manager.status().model
+        cur = self._manager.current
+        return None if cur is None else cur.spec.name
 
     @property
     def loaded(self) -> LoadedModel | None:

@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 def serving_of(llm: FinancialLLM) -> Callable[[], Serving]:
     """The ledger heartbeat of a server over `llm`: model, profile, backend, hourly cost."""
 
-    def heartbeat() -> Serving:
-        st = llm.status()
+    def heartbeat() -> Serving:  # asked every second: the serving model only, not status()
+        cur = llm.loaded
         return Serving(
-            model=st.model or "",
+            model=cur.spec.name if cur else "",
             profile=llm.profile.name,
-            backend=st.backend or llm.backend_kind,
+            backend=cur.backend.name if cur else llm.backend_kind,
             hourly_cost_usd=llm.profile.hourly_cost_usd,
         )
 
