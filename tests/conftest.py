@@ -24,6 +24,7 @@ from tests.backends import (
     EngineCache,
     backend_under_test,
 )
+from tests.databases import POSTGRES_URL, postgres_schema
 from tests.server.support import LoadGate
 from tests.tiny_models import ARCHITECTURES, build_model
 
@@ -172,3 +173,15 @@ def load_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoadGate]:
     monkeypatch.setattr(manager, "load_backend", gated_load_backend)
     yield gate
     gate.open()  # never leave a loader thread waiting
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a test's usage database lives: a fresh SQLite file or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "usage.db")
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set LCFIN_TEST_POSTGRES_URL to a PostgreSQL database (.ci/run does)")
+    with postgres_schema(POSTGRES_URL) as url:
+        yield url

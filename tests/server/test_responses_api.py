@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import pytest
 
 from tests.server.schemas import assert_valid
 from tests.server.support import PRICE_FUNCTION as PRICE, PROMPT, Serve, Served
-from tests.telemetry.conftest import POSTGRES_URL, postgres_schema  # read at import, as there
 
 pytestmark = [pytest.mark.any_backend, pytest.mark.asyncio]
 
@@ -325,20 +323,8 @@ async def test_another_key_cannot_read_delete_or_continue_a_response(serve: Serv
     ok(await respond(server, headers=alice, previous_response_id=body["id"]))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def usage_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh SQLite file, or a fresh PostgreSQL schema when LCFIN_TEST_POSTGRES_URL is set."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "usage.db")
-        return
-    if not POSTGRES_URL:
-        pytest.skip("set LCFIN_TEST_POSTGRES_URL to a PostgreSQL database (.ci/run does)")
-    with postgres_schema(POSTGRES_URL) as url:
-        yield url
-
-
-async def test_state_on_each_database(serve: Serve, usage_db: str):
-    server = await serve(usage_db=usage_db, api_keys="sk-alice-1,sk-bob-2")
+async def test_state_on_each_database(serve: Serve, ledger_target: str):
+    server = await serve(usage_db=ledger_target, api_keys="sk-alice-1,sk-bob-2")
     alice, bob = ({"Authorization": f"Bearer {k}"} for k in ("sk-alice-1", "sk-bob-2"))
     first = ok(await respond(server, headers=alice, input="What is CET1?"))
     path = f"/v1/responses/{first['id']}"
