@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from typer.testing import CliRunner
 from lcfin.cli import app
 from lcfin.telemetry.ledger import UsageLedger
 from lcfin.telemetry.records import RequestRecord
+from tests.databases import POSTGRES_URL, postgres_schema
 
 runner = CliRunner()
-POSTGRES_URL = os.environ.get("LCFIN_TEST_POSTGRES_URL")  # read before clean_environ runs
 
 
 def fill(target: str, n: int = 6) -> None:
@@ -95,8 +94,6 @@ def test_errors(args: list[str], code: int, message: str) -> None:
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="set LCFIN_TEST_POSTGRES_URL (.ci/run does)")
 def test_url_reads_a_postgresql_ledger() -> None:
-    from tests.telemetry.conftest import postgres_schema
-
     assert POSTGRES_URL is not None
     with postgres_schema(POSTGRES_URL) as url:
         fill(url, n=3)
